@@ -1,0 +1,126 @@
+//! The price cache: the last price, lowest price and last-seen time of every listing.
+//!
+//! Shared because the detect stage writes it while the web layer reads it; a [`DashMap`] shards
+//! it so readers lock one shard for one lookup. Guards are held only inside these methods and
+//! never across an `.await`. The cache is updated on every event — drop or not — so a drop is
+//! reported once, not on every later poll.
+
+use dashmap::DashMap;
+
+use crate::model::{Change, ChangeKind};
+
+/// What the cache remembers of one listing (24 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListingState {
+    pub last_price: i64,
+    pub lowest_price: i64,
+    /// Event time of the last observation, milliseconds since the epoch.
+    pub last_seen_ms: i64,
+}
+
+#[derive(Debug, Default)]
+pub struct PriceCache {
+    map: DashMap<Box<str>, ListingState>,
+}
+
+impl PriceCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            map: DashMap::with_capacity(n),
+        }
+    }
+
+    /// Compare `price` with the listing's cached state, update the state, and say what changed.
+    pub fn observe(&self, key: &str, price: i64, seen_ms: i64) -> (Change, ListingState) {
+        if let Some(mut state) = self.map.get_mut(key) {
+            let previous = state.last_price;
+            let lowest_before = state.lowest_price;
+            state.last_price = price;
+            state.lowest_price = lowest_before.min(price);
+            state.last_seen_ms = state.last_seen_ms.max(seen_ms);
+            let change_cents = price - previous;
+            let kind = match change_cents {
+                0 => ChangeKind::Unchanged,
+                c if c < 0 => ChangeKind::Drop,
+                _ => ChangeKind::Increase,
+            };
+            let change = Change {
+                kind,
+                previous_cents: Some(previous),
+                change_cents,
+                change_pct: change_cents as f64 * 100.0 / previous as f64,
+                lowest_before_cents: Some(lowest_before),
+            };
+            return (change, *state);
+        }
+        let state = ListingState {
+            last_price: price,
+            lowest_price: price,
+            last_seen_ms: seen_ms,
+        };
+        self.map.insert(key.into(), state);
+        let change = Change {
+            kind: ChangeKind::New,
+            previous_cents: None,
+            change_cents: 0,
+            change_pct: 0.0,
+            lowest_before_cents: None,
+        };
+        (change, state)
+    }
+
+    /// Put a listing's persisted state back (warm start).
+    pub fn load(&self, key: &str, state: ListingState) {
+        self.map.insert(key.into(), state);
+    }
+
+    pub fn get(&self, key: &str) -> Option<ListingState> {
+        self.map.get(key).map(|r| *r)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn clear(&self) {
+        self.map.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_sighting_is_new_then_changes_are_classified() {
+        let cache = PriceCache::new();
+        assert_eq!(cache.observe("a", 10_000, 1).0.kind, ChangeKind::New);
+        assert_eq!(cache.observe("a", 10_000, 2).0.kind, ChangeKind::Unchanged);
+        let (drop, state) = cache.observe("a", 8_000, 3);
+        assert_eq!(drop.kind, ChangeKind::Drop);
+        assert_eq!(drop.previous_cents, Some(10_000));
+        assert_eq!(drop.change_cents, -2_000);
+        assert!((drop.change_pct + 20.0).abs() < 1e-9);
+        assert_eq!(state.lowest_price, 8_000);
+        let (rise, state) = cache.observe("a", 9_000, 4);
+        assert_eq!(rise.kind, ChangeKind::Increase);
+        assert_eq!(rise.lowest_before_cents, Some(8_000));
+        assert_eq!(state.lowest_price, 8_000);
+    }
+
+    #[test]
+    fn the_cache_is_updated_on_a_drop_so_the_next_poll_is_unchanged() {
+        let cache = PriceCache::new();
+        cache.observe("a", 10_000, 1);
+        assert_eq!(cache.observe("a", 5_000, 2).0.kind, ChangeKind::Drop);
+        assert_eq!(cache.observe("a", 5_000, 3).0.kind, ChangeKind::Unchanged);
+    }
+}

@@ -1,0 +1,117 @@
+//! The detect stage: ingest batches in, detected batches out.
+//!
+//! [`Detector::process`] is the pure hot path (one cache update, one rule check, no I/O), used
+//! by the stage task, `replay` and the benchmark alike.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use tokio::sync::mpsc;
+
+use super::{PriceCache, Rules};
+use crate::metrics::Metrics;
+use crate::model::{Alert, ChangeKind, alert_id};
+use crate::runtime::messages::{DetectedBatch, InRecord, IngestBatch, Processed};
+
+#[derive(Debug, Clone)]
+pub struct Detector {
+    pub cache: Arc<PriceCache>,
+    pub rules: Rules,
+}
+
+impl Detector {
+    pub fn new(cache: Arc<PriceCache>, rules: Rules) -> Self {
+        Self { cache, rules }
+    }
+
+    /// Classify one record against its listing's last price, update the cache, maybe alert.
+    pub fn process(&self, record: InRecord) -> (Processed, Option<Alert>) {
+        let listing_key = record.event.listing_key();
+        let seen_ms = record.event.timestamp.timestamp_millis();
+        let (change, state) = self.cache.observe(&listing_key, record.event.price, seen_ms);
+        let alert = self.rules.evaluate(&change).map(|alert_type| {
+            let old = change.previous_cents.unwrap_or(record.event.price);
+            let new = record.event.price;
+            Alert {
+                alert_id: alert_id(
+                    &listing_key,
+                    record.partition,
+                    record.offset,
+                    &self.rules.rule_name,
+                ),
+                alert_type: alert_type.to_string(),
+                rule: self.rules.rule_name.clone(),
+                listing_key: listing_key.clone(),
+                event: record.event.clone(),
+                old_price: old,
+                new_price: new,
+                drop_amount: old - new,
+                drop_percent: -change.change_pct,
+                // Event time, not wall time: re-detection yields the identical alert.
+                alert_timestamp: record.event.timestamp,
+                source_partition: record.partition,
+                source_offset: record.offset,
+            }
+        });
+        let processed = Processed {
+            record,
+            listing_key,
+            change,
+            state,
+        };
+        (processed, alert)
+    }
+
+    /// Process a whole ingest batch, counting what was found.
+    pub fn process_batch(&self, batch: IngestBatch, metrics: &Metrics) -> DetectedBatch {
+        let mut records = Vec::with_capacity(batch.records.len());
+        let mut alerts = Vec::new();
+        let (mut drops, mut rises, mut new) = (0, 0, 0);
+        for record in batch.records {
+            let (processed, alert) = self.process(record);
+            match processed.change.kind {
+                ChangeKind::Drop => drops += 1,
+                ChangeKind::Increase => rises += 1,
+                ChangeKind::New => new += 1,
+                ChangeKind::Unchanged => {}
+            }
+            records.push(processed);
+            alerts.extend(alert);
+        }
+        let c = &metrics.counters;
+        c.detect_records.fetch_add(records.len() as u64, Relaxed);
+        c.detect_drops.fetch_add(drops, Relaxed);
+        c.detect_increases.fetch_add(rises, Relaxed);
+        c.detect_new.fetch_add(new, Relaxed);
+        c.alerts_raised.fetch_add(alerts.len() as u64, Relaxed);
+        DetectedBatch {
+            partition: batch.partition,
+            records,
+            alerts,
+            next_offset: batch.next_offset,
+            fetched_at: batch.fetched_at,
+        }
+    }
+}
+
+/// Run until every ingest sender is gone (shutdown) or persist has stopped.
+pub async fn run(
+    detector: Detector,
+    mut rx: mpsc::Receiver<IngestBatch>,
+    tx: mpsc::Sender<DetectedBatch>,
+    metrics: Arc<Metrics>,
+) {
+    while let Some(batch) = rx.recv().await {
+        let detected = detector.process_batch(batch, &metrics);
+        metrics.set_channel(
+            "detect_to_persist",
+            tx.max_capacity() - tx.capacity(),
+            tx.max_capacity(),
+        );
+        if tx.send(detected).await.is_err() {
+            // Persist stopped (it reports its own error); nothing more can be committed.
+            break;
+        }
+    }
+    tracing::debug!("detect stopped");
+}

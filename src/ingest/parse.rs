@@ -1,0 +1,300 @@
+//! Parsing and validating one raw_prices value into a [`PriceEvent`].
+//!
+//! The parser walks simd-json's tape (no intermediate DOM, no serde visitor), visiting each key
+//! of the object once. It accepts the first ConScope's JSON as is:
+//!
+//! - unknown fields are ignored (forward compatibility);
+//! - `price`, `fees`, `total_price` may be JSON numbers or numeric strings (`"142.50"`), because
+//!   scrapers in the wild send both; they are rounded to whole cents;
+//! - `section`, `row`, `seat` may be missing, null, strings or numbers (`7` becomes `"7"`);
+//! - `timestamp` and `event_date` are ISO-8601, with or without an offset and fractional
+//!   seconds, `T` or a space between date and time; a time without an offset is **UTC** (the
+//!   first ConScope wrote Python's naive `isoformat()`); `event_date` may also be a bare date;
+//! - `total_price` defaults to `price + fees` when absent; `quantity` defaults to 1.
+//!
+//! Everything else is a [`ParseError`] whose text is the DLQ `error` header.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use simd_json::prelude::*;
+use simd_json::{Buffers, tape::Value};
+
+use crate::model::{PriceEvent, cents};
+
+/// Values larger than this are refused without parsing (a 5 MB blob must not stall a partition).
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+/// Highest price PostgreSQL's `numeric(10,2)` columns can hold, in cents.
+const MAX_PRICE_CENTS: i64 = 99_999_999_99;
+
+/// Why a record was refused. The `Display` text is what the DLQ `error` header says.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    #[error("empty value")]
+    Empty,
+    #[error("value is {0} bytes, over the {MAX_VALUE_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    #[error("expected a JSON object, found {0}")]
+    NotAnObject(&'static str),
+    #[error("missing required field `{0}`")]
+    Missing(&'static str),
+    #[error("field `{field}` {problem}")]
+    Invalid { field: &'static str, problem: String },
+}
+
+fn invalid(field: &'static str, problem: impl Into<String>) -> ParseError {
+    ParseError::Invalid {
+        field,
+        problem: problem.into(),
+    }
+}
+
+/// A reusable parser: keeps simd-json's buffers and a scratch copy between records.
+#[derive(Default)]
+pub struct Parser {
+    buffers: Option<Buffers>,
+    scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for Parser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parser").finish_non_exhaustive()
+    }
+}
+
+impl Parser {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Parse and validate one record value.
+    pub fn parse(&mut self, value: &[u8]) -> Result<PriceEvent, ParseError> {
+        if value.iter().all(u8::is_ascii_whitespace) {
+            return Err(ParseError::Empty);
+        }
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(ParseError::TooLarge(value.len()));
+        }
+        // simd-json parses in place: work on a copy so the original bytes stay intact for the DLQ.
+        self.scratch.clear();
+        self.scratch.extend_from_slice(value);
+        let buffers = self.buffers.get_or_insert_with(|| Buffers::new(MAX_VALUE_BYTES));
+        let tape = simd_json::to_tape_with_buffers(&mut self.scratch, buffers)
+            .map_err(|e| ParseError::Json(e.to_string()))?;
+        event_from(tape.as_value())
+    }
+}
+
+fn kind_of(v: &Value<'_, '_>) -> &'static str {
+    if v.is_array() {
+        "an array"
+    } else if v.as_str().is_some() {
+        "a string"
+    } else if v.is_null() {
+        "null"
+    } else if v.as_bool().is_some() {
+        "a boolean"
+    } else {
+        "a number"
+    }
+}
+
+#[derive(Default)]
+struct Fields<'a> {
+    event_id: Option<&'a str>,
+    event_name: Option<&'a str>,
+    venue: Option<&'a str>,
+    event_date: Option<&'a str>,
+    source: Option<&'a str>,
+    section: Option<String>,
+    row: Option<String>,
+    seat: Option<String>,
+    price: Option<i64>,
+    fees: Option<i64>,
+    total_price: Option<i64>,
+    timestamp: Option<&'a str>,
+    listing_id: Option<String>,
+    listing_url: Option<&'a str>,
+    quantity: Option<i64>,
+    delivery_method: Option<&'a str>,
+    seller_notes: Option<&'a str>,
+}
+
+fn event_from(root: Value<'_, '_>) -> Result<PriceEvent, ParseError> {
+    let obj = root
+        .as_object()
+        .ok_or_else(|| ParseError::NotAnObject(kind_of(&root)))?;
+    let mut f = Fields::default();
+    for (key, v) in obj.iter() {
+        match key {
+            "event_id" => f.event_id = req_str(&v, "event_id")?,
+            "event_name" => f.event_name = req_str(&v, "event_name")?,
+            "venue" => f.venue = req_str(&v, "venue")?,
+            "source" => f.source = req_str(&v, "source")?,
+            "timestamp" => f.timestamp = opt_str(&v, "timestamp")?,
+            "event_date" => f.event_date = opt_str(&v, "event_date")?,
+            "section" => f.section = loose_str(&v, "section")?,
+            "row" => f.row = loose_str(&v, "row")?,
+            "seat" => f.seat = loose_str(&v, "seat")?,
+            "listing_id" => f.listing_id = loose_str(&v, "listing_id")?,
+            "listing_url" => f.listing_url = opt_str(&v, "listing_url")?,
+            "delivery_method" => f.delivery_method = opt_str(&v, "delivery_method")?,
+            "seller_notes" => f.seller_notes = opt_str(&v, "seller_notes")?,
+            "price" => f.price = amount(&v, "price")?,
+            "fees" => f.fees = amount(&v, "fees")?,
+            "total_price" => f.total_price = amount(&v, "total_price")?,
+            "quantity" => {
+                f.quantity = if v.is_null() {
+                    None
+                } else {
+                    Some(
+                        v.as_i64()
+                            .ok_or_else(|| invalid("quantity", "must be a whole number"))?,
+                    )
+                }
+            }
+            _ => {}
+        }
+    }
+    let price = f.price.ok_or(ParseError::Missing("price"))?;
+    if price <= 0 {
+        return Err(invalid("price", "must be greater than 0"));
+    }
+    if price > MAX_PRICE_CENTS {
+        return Err(invalid("price", "is above 99999999.99"));
+    }
+    if f.fees.is_some_and(|c| !(0..=MAX_PRICE_CENTS).contains(&c)) {
+        return Err(invalid("fees", "must be between 0 and 99999999.99"));
+    }
+    let total_price = f.total_price.unwrap_or(price + f.fees.unwrap_or(0));
+    if !(0..=MAX_PRICE_CENTS).contains(&total_price) {
+        return Err(invalid("total_price", "must be between 0 and 99999999.99"));
+    }
+    let quantity = f.quantity.unwrap_or(1);
+    if !(1..=10_000).contains(&quantity) {
+        return Err(invalid("quantity", "must be between 1 and 10000"));
+    }
+    let timestamp = parse_time(f.timestamp.ok_or(ParseError::Missing("timestamp"))?)
+        .ok_or_else(|| invalid("timestamp", "is not an ISO-8601 date-time"))?;
+    let event_date = match f.event_date {
+        Some(s) if !s.is_empty() => Some(
+            parse_time(s)
+                .or_else(|| parse_date(s))
+                .ok_or_else(|| invalid("event_date", "is not an ISO-8601 date or date-time"))?,
+        ),
+        _ => None,
+    };
+    Ok(PriceEvent {
+        event_id: required(f.event_id, "event_id")?,
+        event_name: required(f.event_name, "event_name")?,
+        venue: required(f.venue, "venue")?,
+        event_date,
+        source: required(f.source, "source")?,
+        section: f.section.unwrap_or_default(),
+        row: f.row.unwrap_or_default(),
+        seat: f.seat.unwrap_or_default(),
+        price,
+        fees: f.fees,
+        total_price,
+        timestamp,
+        listing_id: f.listing_id.filter(|s| !s.is_empty()),
+        listing_url: f.listing_url.map(str::to_string),
+        quantity: quantity as i32,
+        delivery_method: f.delivery_method.map(str::to_string),
+        seller_notes: f.seller_notes.map(str::to_string),
+    })
+}
+
+fn required(v: Option<&str>, field: &'static str) -> Result<String, ParseError> {
+    match v {
+        Some(s) if !s.trim().is_empty() => Ok(s.to_string()),
+        Some(_) => Err(invalid(field, "must not be empty")),
+        None => Err(ParseError::Missing(field)),
+    }
+}
+
+fn req_str<'a>(v: &Value<'_, 'a>, field: &'static str) -> Result<Option<&'a str>, ParseError> {
+    v.into_string()
+        .map(Some)
+        .ok_or_else(|| invalid(field, format!("must be a string, found {}", kind_of(v))))
+}
+
+fn opt_str<'a>(v: &Value<'_, 'a>, field: &'static str) -> Result<Option<&'a str>, ParseError> {
+    if v.is_null() {
+        return Ok(None);
+    }
+    req_str(v, field)
+}
+
+/// A string, or a number written as its decimal text (seat `7`), or null.
+fn loose_str(v: &Value<'_, '_>, field: &'static str) -> Result<Option<String>, ParseError> {
+    if v.is_null() {
+        Ok(None)
+    } else if let Some(s) = v.as_str() {
+        Ok(Some(s.to_string()))
+    } else if let Some(i) = v.as_i64() {
+        Ok(Some(i.to_string()))
+    } else {
+        Err(invalid(field, format!("must be a string, found {}", kind_of(v))))
+    }
+}
+
+/// A dollar amount as a JSON number or numeric string, in whole cents; null is absent.
+fn amount(v: &Value<'_, '_>, field: &'static str) -> Result<Option<i64>, ParseError> {
+    if v.is_null() {
+        return Ok(None);
+    }
+    let dollars = match v.as_str() {
+        Some(s) => s
+            .trim()
+            .trim_start_matches('$')
+            .parse::<f64>()
+            .map_err(|_| invalid(field, format!("`{}` is not a number", truncate(s, 40))))?,
+        None => v
+            .cast_f64()
+            .ok_or_else(|| invalid(field, format!("must be a number, found {}", kind_of(v))))?,
+    };
+    if !dollars.is_finite() {
+        return Err(invalid(field, "must be a finite number"));
+    }
+    cents::from_dollars(dollars)
+        .map(Some)
+        .ok_or_else(|| invalid(field, "is out of range"))
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// ISO-8601 date-time: with an offset (`Z`, `+02:00`), or naive (taken as UTC).
+pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, format) {
+            return Some(t.and_utc());
+        }
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M:%S%.f%z"] {
+        if let Ok(t) = DateTime::parse_from_str(s, format) {
+            return Some(t.with_timezone(&Utc));
+        }
+    }
+    None
+}
+
+fn parse_date(s: &str) -> Option<DateTime<Utc>> {
+    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+}
+
+#[cfg(test)]
+mod tests;

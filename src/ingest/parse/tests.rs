@@ -1,0 +1,126 @@
+use proptest::prelude::*;
+
+use super::*;
+
+const FIRST_CONSCOPE: &str = r#"{"event_id": "taylor_swift_metlife_2025", "event_name": "Taylor Swift | The Eras Tour", "venue": "MetLife Stadium", "event_date": "2025-05-26T19:00:00", "source": "stubhub", "section": "112", "row": "F", "seat": "7", "price": 342.5, "fees": 51.38, "total_price": 393.88, "timestamp": "2026-11-21T10:00:00.123456", "listing_id": "SH-88123", "listing_url": "https://example.com/l/88123", "quantity": 2, "delivery_method": "mobile", "seller_notes": null}"#;
+
+fn parse(s: &[u8]) -> Result<PriceEvent, ParseError> {
+    Parser::new().parse(s)
+}
+
+#[test]
+fn first_conscope_record_is_accepted_as_is() {
+    let e = parse(FIRST_CONSCOPE.as_bytes()).expect("valid");
+    assert_eq!(e.event_id, "taylor_swift_metlife_2025");
+    assert_eq!(e.price, 34_250);
+    assert_eq!(e.fees, Some(5_138));
+    assert_eq!(e.total_price, 39_388);
+    assert_eq!(e.quantity, 2);
+    assert_eq!(e.listing_key(), "stubhub:SH-88123");
+    assert_eq!(e.timestamp.to_rfc3339(), "2026-11-21T10:00:00.123456+00:00");
+    assert_eq!(e.seller_notes, None);
+}
+
+#[test]
+fn unknown_fields_are_ignored_and_numeric_strings_accepted() {
+    let e = parse(
+        br#"{"event_id":"e","event_name":"n","venue":"v","source":"mock","price":"99.99","seat":12,
+            "timestamp":"2026-11-21T10:00:00+02:00","brand_new_field":{"nested":[1,2,3]}}"#,
+    )
+    .expect("valid");
+    assert_eq!(e.price, 9_999);
+    assert_eq!(e.total_price, 9_999);
+    assert_eq!(e.seat, "12");
+    assert_eq!(e.timestamp.to_rfc3339(), "2026-11-21T08:00:00+00:00");
+    assert_eq!(e.listing_key(), "e_mock___12");
+}
+
+#[test]
+fn bad_records_say_why() {
+    let cases: &[(&[u8], &str)] = &[
+        (b"", "empty value"),
+        (b"   ", "empty value"),
+        (b"[1,2]", "expected a JSON object, found an array"),
+        (b"\"text\"", "expected a JSON object, found a string"),
+        (b"{\"event_id\":", "invalid JSON"),
+        (b"\xff\xfe{}", "invalid JSON"),
+        (br#"{"event_name":"n","venue":"v","source":"s","price":1,"timestamp":"2026-01-01T00:00:00"}"#, "missing required field `event_id`"),
+        (br#"{"event_id":"e","event_name":"n","venue":"v","source":"s","price":0,"timestamp":"2026-01-01T00:00:00"}"#, "field `price` must be greater than 0"),
+        (br#"{"event_id":"e","event_name":"n","venue":"v","source":"s","price":-3,"timestamp":"2026-01-01T00:00:00"}"#, "field `price` must be greater than 0"),
+        (br#"{"event_id":"e","event_name":"n","venue":"v","source":"s","price":"abc","timestamp":"2026-01-01T00:00:00"}"#, "field `price` `abc` is not a number"),
+        (br#"{"event_id":"e","event_name":"n","venue":"v","source":"s","price":"NaN","timestamp":"2026-01-01T00:00:00"}"#, "field `price` must be a finite number"),
+        (br#"{"event_id":"e","event_name":"n","venue":"v","source":"s","price":5}"#, "missing required field `timestamp`"),
+        (br#"{"event_id":"e","event_name":"n","venue":"v","source":"s","price":5,"timestamp":"yesterday"}"#, "field `timestamp` is not an ISO-8601 date-time"),
+        (br#"{"event_id":7,"event_name":"n","venue":"v","source":"s","price":5,"timestamp":"2026-01-01T00:00:00"}"#, "field `event_id` must be a string, found a number"),
+    ];
+    for (input, expected) in cases {
+        let err = parse(input).expect_err("must be refused").to_string();
+        assert!(
+            err.starts_with(expected),
+            "{:?}: got {err:?}",
+            String::from_utf8_lossy(input)
+        );
+    }
+}
+
+#[test]
+fn a_five_megabyte_value_is_refused_without_parsing() {
+    let big = vec![b'a'; 5 * 1024 * 1024];
+    assert_eq!(parse(&big), Err(ParseError::TooLarge(5 * 1024 * 1024)));
+}
+
+#[test]
+fn deeply_nested_garbage_is_an_error_not_a_crash() {
+    let mut s = "[".repeat(10_000);
+    s.push_str(&"]".repeat(10_000));
+    assert!(parse(s.as_bytes()).is_err());
+    let mut s = "{\"a\":".repeat(5_000);
+    s.push('1');
+    s.push_str(&"}".repeat(5_000));
+    assert!(parse(s.as_bytes()).is_err());
+}
+
+#[test]
+fn naive_and_offset_timestamps_and_bare_dates() {
+    assert_eq!(
+        parse_time("2026-11-21T10:00:00").map(|t| t.timestamp()),
+        Some(1_795_255_200)
+    );
+    assert_eq!(
+        parse_time("2026-11-21 10:00:00.5").map(|t| t.timestamp_millis()),
+        Some(1_795_255_200_500)
+    );
+    assert_eq!(
+        parse_time("2026-11-21T10:00:00Z").map(|t| t.timestamp()),
+        Some(1_795_255_200)
+    );
+    assert_eq!(
+        parse_date("2026-11-21").map(|t| t.timestamp()),
+        Some(1_795_219_200)
+    );
+    assert_eq!(parse_time("21/11/2026"), None);
+}
+
+proptest! {
+    #[test]
+    fn serialized_events_parse_back(
+        event_id in "[a-z_]{1,20}", section in "[A-Z0-9 ]{0,8}", seat in "[0-9]{0,3}",
+        price_cents in 1i64..10_000_000, fees in proptest::option::of(0i64..100_000),
+        secs in 0i64..4_000_000_000, name in "\\PC{1,30}",
+    ) {
+        let event = PriceEvent {
+            event_id, event_name: if name.trim().is_empty() { "x".into() } else { name },
+            venue: "Venue".into(), event_date: None, source: "mock".into(), section, row: "A".into(), seat,
+            price: price_cents, fees, total_price: price_cents + fees.unwrap_or(0),
+            timestamp: DateTime::from_timestamp(secs, 0).expect("in range"),
+            listing_id: None, listing_url: None, quantity: 1, delivery_method: None, seller_notes: None,
+        };
+        let bytes = serde_json::to_vec(&event).expect("serializes");
+        prop_assert_eq!(parse(&bytes).expect("parses"), event);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = parse(&bytes);
+    }
+}

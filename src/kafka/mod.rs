@@ -1,0 +1,96 @@
+//! Kafka plumbing shared by every stage: building an rskafka client with deadlines (rskafka 0.6
+//! retries forever by default), partition clients, and topic administration ([`topics`]).
+
+pub mod produce;
+pub mod topics;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
+use rskafka::client::{Client, ClientBuilder};
+
+use crate::backoff::Backoff;
+use crate::config::KafkaConfig;
+
+/// A Kafka operation that failed, with what a caller needs to say which and where.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KafkaError {
+    #[error("cannot reach Kafka broker {brokers} within {timeout:?}: {reason}")]
+    Unreachable {
+        brokers: String,
+        timeout: Duration,
+        reason: String,
+    },
+    #[error("Kafka {operation} on {topic}/{partition} failed: {source}")]
+    Partition {
+        operation: &'static str,
+        topic: String,
+        partition: i32,
+        source: rskafka::client::error::Error,
+    },
+    #[error("Kafka {operation} on {topic}/{partition} took longer than {timeout:?}")]
+    Timeout {
+        operation: &'static str,
+        topic: String,
+        partition: i32,
+        timeout: Duration,
+    },
+    #[error("Kafka {operation} failed: {source}")]
+    Admin {
+        operation: &'static str,
+        source: rskafka::client::error::Error,
+    },
+}
+
+/// Connect to the configured brokers, giving up after `request_timeout` with a sentence that
+/// names the brokers.
+pub async fn connect(cfg: &KafkaConfig) -> Result<Arc<Client>, KafkaError> {
+    let brokers = cfg.brokers.join(",");
+    let mut backoff = cfg.backoff.clone();
+    // Connecting is bounded by the request timeout, however long the retry deadline is.
+    backoff.deadline = backoff.deadline.min(cfg.request_timeout);
+    let build = ClientBuilder::new(cfg.brokers.clone())
+        .client_id(cfg.client_id.clone())
+        .backoff_config(Backoff::rskafka(&backoff))
+        .build();
+    match tokio::time::timeout(cfg.request_timeout, build).await {
+        Ok(Ok(client)) => Ok(Arc::new(client)),
+        Ok(Err(e)) => Err(KafkaError::Unreachable {
+            brokers,
+            timeout: cfg.request_timeout,
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(KafkaError::Unreachable {
+            brokers,
+            timeout: cfg.request_timeout,
+            reason: "no answer".into(),
+        }),
+    }
+}
+
+/// A client for one partition; a missing topic is an error, never an endless retry.
+pub async fn partition_client(
+    client: &Client,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> Result<PartitionClient, KafkaError> {
+    let call = client.partition_client(topic, partition, UnknownTopicHandling::Error);
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(pc)) => Ok(pc),
+        Ok(Err(source)) => Err(KafkaError::Partition {
+            operation: "connect",
+            topic: topic.into(),
+            partition,
+            source,
+        }),
+        Err(_) => Err(KafkaError::Timeout {
+            operation: "connect",
+            topic: topic.into(),
+            partition,
+            timeout,
+        }),
+    }
+}

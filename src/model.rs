@@ -1,0 +1,237 @@
+//! The shapes that flow through ConScope: [`PriceEvent`] (the raw_prices wire format of the first
+//! ConScope), [`Change`] (what detect found), [`Alert`] (what the price_alerts topic carries).
+//!
+//! Prices are held as whole cents (`i64`) so that "unchanged" is exact and the noise floor is
+//! not at the mercy of float rounding; they are dollars with two decimals on the wire and in SQL.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// One observed price of one listing, as the first ConScope's producers wrote it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PriceEvent {
+    pub event_id: String,
+    pub event_name: String,
+    pub venue: String,
+    /// When the show happens; naive times are taken as UTC.
+    pub event_date: Option<DateTime<Utc>>,
+    pub source: String,
+    pub section: String,
+    pub row: String,
+    pub seat: String,
+    #[serde(with = "cents")]
+    pub price: i64,
+    #[serde(with = "opt_cents")]
+    pub fees: Option<i64>,
+    #[serde(with = "cents")]
+    pub total_price: i64,
+    /// When the price was observed (event time).
+    pub timestamp: DateTime<Utc>,
+    pub listing_id: Option<String>,
+    pub listing_url: Option<String>,
+    pub quantity: i32,
+    pub delivery_method: Option<String>,
+    pub seller_notes: Option<String>,
+}
+
+impl PriceEvent {
+    /// The cache key of this listing.
+    ///
+    /// A non-empty `listing_id` is stable and source-specific, so the key is
+    /// `{source}:{listing_id}`. Records without one (old producers) fall back to the first
+    /// ConScope's key, `{event_id}_{source}_{section}_{row}_{seat}`.
+    pub fn listing_key(&self) -> String {
+        match self.listing_id.as_deref() {
+            Some(id) if !id.is_empty() => format!("{}:{}", self.source, id),
+            _ => format!(
+                "{}_{}_{}_{}_{}",
+                self.event_id, self.source, self.section, self.row, self.seat
+            ),
+        }
+    }
+}
+
+/// How a price compares with the listing's previous one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// First sighting: the baseline, never an alert.
+    New,
+    Unchanged,
+    Drop,
+    Increase,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::Unchanged => "unchanged",
+            Self::Drop => "drop",
+            Self::Increase => "increase",
+        }
+    }
+}
+
+/// The result of comparing one event with the cached state of its listing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Change {
+    pub kind: ChangeKind,
+    pub previous_cents: Option<i64>,
+    /// New minus previous price, in cents (negative for a drop).
+    pub change_cents: i64,
+    /// Change as a percent of the previous price (negative for a drop).
+    pub change_pct: f64,
+    /// Lowest price of this listing seen before this event.
+    pub lowest_before_cents: Option<i64>,
+}
+
+/// A detected price alert: the event, the change, and the rule that fired.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Deterministic: [`alert_id`] of (listing key, partition, offset, rule).
+    pub alert_id: String,
+    pub alert_type: String,
+    pub rule: String,
+    pub listing_key: String,
+    #[serde(flatten)]
+    pub event: PriceEvent,
+    #[serde(with = "cents")]
+    pub old_price: i64,
+    #[serde(with = "cents")]
+    pub new_price: i64,
+    /// Old minus new price (positive for a drop), dollars.
+    #[serde(with = "cents")]
+    pub drop_amount: i64,
+    pub drop_percent: f64,
+    pub alert_timestamp: DateTime<Utc>,
+    pub source_partition: i32,
+    pub source_offset: i64,
+}
+
+/// The id of an alert, derived only from what caused it, so re-detecting the same record after a
+/// crash yields the same id (32 hex characters of SHA-256).
+pub fn alert_id(listing_key: &str, partition: i32, offset: i64, rule: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(listing_key.as_bytes());
+    h.update([0]);
+    h.update(partition.to_be_bytes());
+    h.update(offset.to_be_bytes());
+    h.update(rule.as_bytes());
+    let digest = h.finalize();
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Dollars (a JSON number with two decimals) <-> whole cents.
+pub mod cents {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn to_dollars(cents: i64) -> f64 {
+        cents as f64 / 100.0
+    }
+
+    /// Rounds to the nearest cent; `None` for values that are not finite.
+    pub fn from_dollars(dollars: f64) -> Option<i64> {
+        let c = (dollars * 100.0).round();
+        (c.is_finite() && c.abs() < 9.0e15).then_some(c as i64)
+    }
+
+    pub fn serialize<S: Serializer>(v: &i64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(to_dollars(*v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        let dollars = f64::deserialize(d)?;
+        from_dollars(dollars).ok_or_else(|| serde::de::Error::custom("price is not finite"))
+    }
+}
+
+/// As [`cents`], for optional amounts.
+pub mod opt_cents {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(c) => s.serialize_f64(super::cents::to_dollars(*c)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        Option::<f64>::deserialize(d)?
+            .map(|f| {
+                super::cents::from_dollars(f).ok_or_else(|| serde::de::Error::custom("amount is not finite"))
+            })
+            .transpose()
+    }
+}
+
+/// A processed_prices record: the event with its previous price and the change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessedPrice {
+    pub listing_key: String,
+    #[serde(flatten)]
+    pub event: PriceEvent,
+    #[serde(with = "opt_cents")]
+    pub previous_price: Option<i64>,
+    /// New minus previous price, dollars (0 for a first sighting).
+    #[serde(with = "cents")]
+    pub change: i64,
+    pub change_pct: f64,
+    pub change_kind: ChangeKind,
+    pub source_partition: i32,
+    pub source_offset: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(listing_id: Option<&str>) -> PriceEvent {
+        PriceEvent {
+            event_id: "ts_metlife".into(),
+            event_name: "Taylor Swift".into(),
+            venue: "MetLife".into(),
+            event_date: None,
+            source: "mock".into(),
+            section: "112".into(),
+            row: "F".into(),
+            seat: "7".into(),
+            price: 14_200,
+            fees: None,
+            total_price: 14_200,
+            timestamp: DateTime::UNIX_EPOCH,
+            listing_id: listing_id.map(str::to_string),
+            listing_url: None,
+            quantity: 1,
+            delivery_method: None,
+            seller_notes: None,
+        }
+    }
+
+    #[test]
+    fn listing_key_prefers_listing_id_and_falls_back_to_the_first_conscope_key() {
+        assert_eq!(event(Some("L1")).listing_key(), "mock:L1");
+        assert_eq!(event(Some("")).listing_key(), "ts_metlife_mock_112_F_7");
+        assert_eq!(event(None).listing_key(), "ts_metlife_mock_112_F_7");
+    }
+
+    #[test]
+    fn alert_id_depends_on_every_cause() {
+        let base = alert_id("k", 0, 10, "default");
+        assert_eq!(base, alert_id("k", 0, 10, "default"));
+        assert_eq!(base.len(), 32);
+        assert_ne!(base, alert_id("k", 1, 10, "default"));
+        assert_ne!(base, alert_id("k", 0, 11, "default"));
+        assert_ne!(base, alert_id("k", 0, 10, "other"));
+        assert_ne!(base, alert_id("k2", 0, 10, "default"));
+    }
+
+    #[test]
+    fn cents_round_to_the_nearest_cent() {
+        assert_eq!(cents::from_dollars(142.5), Some(14_250));
+        assert_eq!(cents::from_dollars(0.015), Some(2));
+        assert_eq!(cents::from_dollars(f64::NAN), None);
+    }
+}

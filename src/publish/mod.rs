@@ -1,0 +1,285 @@
+//! The publish stage: after a batch commits, produce `processed_prices` and `price_alerts`, then
+//! move the outbox mark (`kafka_offsets.published_offset`).
+//!
+//! Kafka is the durable boundary out, so nothing committed may be left unpublished: at engine
+//! start, [`recover`] re-produces whatever lies between the published mark and the committed
+//! offset (a crash between commit and produce). Produce retries and recovery may duplicate
+//! records; every record carries a deterministic key and id (`listing_key` + source offset,
+//! `alert_id`), so consumers dedupe.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use rskafka::client::Client;
+use rust_decimal::Decimal;
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::kafka::KafkaError;
+use crate::kafka::produce::TopicProducer;
+use crate::metrics::Metrics;
+use crate::model::{ChangeKind, PriceEvent, ProcessedPrice};
+use crate::runtime::messages::CommittedBatch;
+use crate::store::writer::{ENGINE_CONSUMER, cents_of};
+use crate::store::{self, StoreError, offsets};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Producers for the output topics.
+#[derive(Debug)]
+pub struct Publisher {
+    processed: TopicProducer,
+    alerts: TopicProducer,
+    cfg: Arc<Config>,
+    metrics: Arc<Metrics>,
+}
+
+type Out = (String, Vec<u8>, DateTime<Utc>);
+
+impl Publisher {
+    pub async fn connect(
+        client: &Client,
+        cfg: Arc<Config>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, KafkaError> {
+        let t = &cfg.kafka.topics;
+        let processed = TopicProducer::connect(
+            client,
+            &t.processed_prices.name,
+            t.processed_prices.partitions,
+            &cfg.kafka,
+        )
+        .await?;
+        let alerts = TopicProducer::connect(
+            client,
+            &t.price_alerts.name,
+            t.price_alerts.partitions,
+            &cfg.kafka,
+        )
+        .await?;
+        Ok(Self {
+            processed,
+            alerts,
+            cfg,
+            metrics,
+        })
+    }
+
+    /// Produce `processed` and `alerts` (key, JSON value, time) concurrently.
+    pub async fn publish(&self, processed: Vec<Out>, alerts: Vec<Out>) -> Result<(), KafkaError> {
+        let n = (processed.len() + alerts.len()) as u64;
+        let bytes = |v: Vec<Out>| v.into_iter().map(|(k, v, t)| (k.into_bytes(), v, t)).collect();
+        let result = futures::future::try_join(
+            self.processed.send(bytes(processed)),
+            self.alerts.send(bytes(alerts)),
+        )
+        .await;
+        if result.is_err() {
+            self.metrics.counters.publish_errors.fetch_add(1, Relaxed);
+        }
+        result?;
+        self.metrics.counters.publish_records.fetch_add(n, Relaxed);
+        Ok(())
+    }
+}
+
+fn processed_records(batch: &CommittedBatch) -> Vec<Out> {
+    batch
+        .records
+        .iter()
+        .map(|p| {
+            let out = ProcessedPrice {
+                listing_key: p.listing_key.clone(),
+                event: p.record.event.clone(),
+                previous_price: p.change.previous_cents,
+                change: p.change.change_cents,
+                change_pct: p.change.change_pct,
+                change_kind: p.change.kind,
+                source_partition: p.record.partition,
+                source_offset: p.record.offset,
+            };
+            let value = serde_json::to_vec(&out).unwrap_or_default();
+            (p.listing_key.clone(), value, p.record.kafka_ts)
+        })
+        .collect()
+}
+
+/// Run until persist's sender is gone.
+pub async fn run(
+    publisher: Publisher,
+    pool: Pool,
+    mut rx: mpsc::Receiver<CommittedBatch>,
+) -> Result<(), PublishError> {
+    let cfg = publisher.cfg.clone();
+    while let Some(batch) = rx.recv().await {
+        let processed = if cfg.pipeline.publish_processed {
+            processed_records(&batch)
+        } else {
+            Vec::new()
+        };
+        let alerts = batch
+            .alerts
+            .iter()
+            .map(|a| {
+                (
+                    a.alert_id.clone(),
+                    serde_json::to_vec(a).unwrap_or_default(),
+                    a.alert_timestamp,
+                )
+            })
+            .collect();
+        publisher.publish(processed, alerts).await?;
+        mark(&pool, &cfg, &batch.offsets).await;
+    }
+    tracing::info!("publish drained and stopped");
+    Ok(())
+}
+
+/// Move the outbox mark. A failure here only means a later restart republishes (ids dedupe).
+async fn mark(pool: &Pool, cfg: &Config, offsets: &[(i32, i64)]) {
+    let topic = &cfg.kafka.topics.raw_prices.name;
+    let result = async {
+        let client = store::client(pool, &cfg.postgres).await?;
+        offsets::mark_published(&client, ENGINE_CONSUMER, topic, offsets).await
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "could not record published offsets; they will be republished at restart");
+    }
+}
+
+/// Re-produce what committed but was not published before the last stop.
+pub async fn recover(
+    publisher: &Publisher,
+    pool: &Pool,
+    stored: &BTreeMap<i32, (i64, i64)>,
+) -> Result<u64, PublishError> {
+    let cfg = publisher.cfg.clone();
+    let client = store::client(pool, &cfg.postgres).await?;
+    let mut total = 0;
+    for (&partition, &(next, published)) in stored {
+        if published >= next {
+            continue;
+        }
+        let processed = if cfg.pipeline.publish_processed {
+            unpublished_processed(&client, partition, published, next).await?
+        } else {
+            Vec::new()
+        };
+        let rows = client
+            .query(
+                "SELECT alert_id, payload::text, alert_timestamp FROM price_alerts
+                  WHERE kafka_partition = $1 AND kafka_offset >= $2 AND kafka_offset < $3
+                  ORDER BY kafka_offset",
+                &[&partition, &published, &next],
+            )
+            .await
+            .map_err(StoreError::query("read unpublished alerts"))?;
+        let alerts: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<_, String>(0),
+                    r.get::<_, String>(1).into_bytes(),
+                    r.get(2),
+                )
+            })
+            .collect();
+        let n = (processed.len() + alerts.len()) as u64;
+        publisher.publish(processed, alerts).await?;
+        offsets::mark_published(
+            &client,
+            ENGINE_CONSUMER,
+            &cfg.kafka.topics.raw_prices.name,
+            &[(partition, next)],
+        )
+        .await?;
+        tracing::info!(
+            partition,
+            from = published,
+            to = next,
+            records = n,
+            "republished committed records"
+        );
+        total += n;
+    }
+    Ok(total)
+}
+
+async fn unpublished_processed(
+    client: &tokio_postgres::Client,
+    partition: i32,
+    from: i64,
+    to: i64,
+) -> Result<Vec<Out>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT h.listing_key, h.event_id, e.event_name, e.venue, e.event_date, h.source, h.section,
+                    h.\"row\", h.seat, h.price, h.fees, h.total_price, h.\"timestamp\", h.listing_id,
+                    h.listing_url, h.quantity, h.previous_price, h.change_kind, h.kafka_offset
+               FROM price_history h JOIN events e USING (event_id)
+              WHERE h.kafka_partition = $1 AND h.kafka_offset >= $2 AND h.kafka_offset < $3
+              ORDER BY h.kafka_offset",
+            &[&partition, &from, &to],
+        )
+        .await
+        .map_err(StoreError::query("read unpublished price_history"))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let price = cents_of(r.get::<_, Decimal>(9));
+            let previous = r.get::<_, Option<Decimal>>(16).map(cents_of);
+            let change = previous.map_or(0, |p| price - p);
+            let kind = match r.get::<_, &str>(17) {
+                "drop" => ChangeKind::Drop,
+                "increase" => ChangeKind::Increase,
+                "unchanged" => ChangeKind::Unchanged,
+                _ => ChangeKind::New,
+            };
+            let timestamp: DateTime<Utc> = r.get(12);
+            let out = ProcessedPrice {
+                listing_key: r.get(0),
+                event: PriceEvent {
+                    event_id: r.get(1),
+                    event_name: r.get(2),
+                    venue: r.get(3),
+                    event_date: r.get(4),
+                    source: r.get(5),
+                    section: r.get(6),
+                    row: r.get(7),
+                    seat: r.get(8),
+                    price,
+                    fees: r.get::<_, Option<Decimal>>(10).map(cents_of),
+                    total_price: cents_of(r.get::<_, Decimal>(11)),
+                    timestamp,
+                    listing_id: r.get(13),
+                    listing_url: r.get(14),
+                    quantity: r.get(15),
+                    delivery_method: None,
+                    seller_notes: None,
+                },
+                previous_price: previous,
+                change,
+                change_pct: previous.map_or(0.0, |p| change as f64 * 100.0 / p as f64),
+                change_kind: kind,
+                source_partition: partition,
+                source_offset: r.get(18),
+            };
+            (
+                out.listing_key.clone(),
+                serde_json::to_vec(&out).unwrap_or_default(),
+                timestamp,
+            )
+        })
+        .collect())
+}

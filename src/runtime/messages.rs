@@ -1,0 +1,58 @@
+//! What flows on each channel between the engine's stages.
+
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+
+use crate::detect::ListingState;
+use crate::model::{Alert, Change, PriceEvent};
+
+/// One valid raw_prices record.
+#[derive(Debug, Clone)]
+pub struct InRecord {
+    pub partition: i32,
+    pub offset: i64,
+    /// The Kafka record timestamp (producer time), the start of the latency measurement.
+    pub kafka_ts: DateTime<Utc>,
+    pub event: PriceEvent,
+}
+
+/// ingest → detect: the valid records of one fetch from one partition. Records that failed to
+/// parse were already sent to the DLQ; `next_offset` covers them too.
+#[derive(Debug)]
+pub struct IngestBatch {
+    pub partition: i32,
+    pub records: Vec<InRecord>,
+    /// The offset after the last record of this fetch (valid or not).
+    pub next_offset: i64,
+    pub fetched_at: Instant,
+}
+
+/// One record after detection.
+#[derive(Debug, Clone)]
+pub struct Processed {
+    pub record: InRecord,
+    pub listing_key: String,
+    pub change: Change,
+    /// The listing's cached state after this record.
+    pub state: ListingState,
+}
+
+/// detect → persist: detected records, the alerts they raised, and how far each partition got.
+#[derive(Debug)]
+pub struct DetectedBatch {
+    pub partition: i32,
+    pub records: Vec<Processed>,
+    pub alerts: Vec<Alert>,
+    pub next_offset: i64,
+    pub fetched_at: Instant,
+}
+
+/// persist → publish: what one committed transaction made durable.
+#[derive(Debug, Default)]
+pub struct CommittedBatch {
+    pub records: Vec<Processed>,
+    pub alerts: Vec<Alert>,
+    /// (partition, next offset) now stored.
+    pub offsets: Vec<(i32, i64)>,
+}

@@ -1,0 +1,123 @@
+//! The runtime: starts ConScope's parts in one tokio runtime and wires the engine's stages.
+//!
+//! ```text
+//!  sources (simulated feed, pollers) ──produce──► Kafka raw_prices (N partitions)
+//!                                                        │
+//!  ingest ×N (one per owned partition) ◄─────────────────┘ rskafka fetch from kafka_offsets
+//!     │ bad records ──► raw_prices_dlq (acknowledged before their offset moves on)
+//!     ▼ mpsc<IngestBatch>      cap pipeline.ingest_channel_capacity
+//!  detect (PriceCache: DashMap, Rules)
+//!     ▼ mpsc<DetectedBatch>    cap pipeline.persist_channel_capacity
+//!  persist: ONE transaction per batch: events · COPY price_history · listing_state ·
+//!           price_alerts (ON CONFLICT DO NOTHING) · kafka_offsets (GREATEST)
+//!     ▼ mpsc<CommittedBatch>   cap pipeline.publish_channel_capacity
+//!  publish ──► Kafka processed_prices, price_alerts ──► kafka_offsets.published_offset
+//!
+//!  metrics reporter ──► log line, system_metrics table and topic
+//! ```
+//!
+//! Every channel is bounded: a slow stage makes the one before it wait, back to the fetch loop.
+//! Shutdown (SIGINT/SIGTERM) cancels ingest; the later stages drain, commit and stop when their
+//! input closes; the supervisor waits under `pipeline.shutdown_timeout`.
+
+pub mod engine;
+pub mod messages;
+pub mod report;
+pub mod supervisor;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::detect::PriceCache;
+use crate::kafka::{self, KafkaError, topics};
+use crate::metrics::Metrics;
+use crate::sources;
+use crate::store::{self, StoreError, migrate};
+use supervisor::{RestartPolicy, Supervisor, SupervisorError};
+
+/// Why `conscope run` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Supervisor(#[from] SupervisorError),
+}
+
+/// Connect, migrate and make sure the topics exist: what `run` does before starting tasks.
+pub async fn prepare(
+    cfg: &Config,
+) -> Result<(deadpool_postgres::Pool, Arc<rskafka::client::Client>), RunError> {
+    let pool = store::pool(&cfg.postgres)?;
+    {
+        let mut client = store::client(&pool, &cfg.postgres).await?;
+        let applied = migrate::apply(&mut client, migrate::MIGRATIONS).await?;
+        tracing::info!(
+            applied = applied.applied.len(),
+            already = applied.already.len(),
+            "schema up to date"
+        );
+    }
+    let client = kafka::connect(&cfg.kafka).await?;
+    for (topic, status) in topics::ensure(&client, &cfg.kafka).await? {
+        tracing::debug!(topic, ?status, "topic ready");
+    }
+    Ok((pool, client))
+}
+
+/// Run everything until `shutdown` fires or a task spends its restart budget.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    let cfg = Arc::new(cfg);
+    let (pool, client) = prepare(&cfg).await?;
+    let metrics = Arc::new(Metrics::default());
+    let cache = Arc::new(PriceCache::new());
+    let policy = RestartPolicy {
+        budget: cfg.pipeline.restart_budget,
+        window: cfg.pipeline.restart_window,
+        initial_delay: Duration::from_secs(1),
+        max_delay: Duration::from_secs(30),
+    };
+    let mut sup = Supervisor::new(shutdown.clone(), policy, metrics.clone());
+
+    let ectx = engine::EngineContext {
+        cfg: cfg.clone(),
+        pool: pool.clone(),
+        kafka: client.clone(),
+        metrics: metrics.clone(),
+        cache: cache.clone(),
+    };
+    sup.spawn("engine", move |cancel| {
+        let ectx = ectx.clone();
+        async move { engine::run(ectx, cancel).await.map_err(Into::into) }
+    });
+    let (c, p, k, m) = (cfg.clone(), pool.clone(), client.clone(), metrics.clone());
+    sup.spawn("metrics", move |cancel| {
+        report::run(c.clone(), p.clone(), k.clone(), m.clone(), cancel)
+    });
+    if cfg.sources.simulated.enabled {
+        let (c, k, m) = (cfg.clone(), client.clone(), metrics.clone());
+        sup.spawn("source.simulated", move |cancel| {
+            let (c, k, m) = (c.clone(), k.clone(), m.clone());
+            async move {
+                sources::simulated::run_source(c, k, m, cancel)
+                    .await
+                    .map_err(Into::into)
+            }
+        });
+    }
+    tracing::info!(
+        instance = cfg.instance,
+        instances = cfg.instances,
+        partitions = ?cfg.owned_partitions(),
+        "conscope running"
+    );
+    sup.wait(cfg.pipeline.shutdown_timeout).await?;
+    tracing::info!("conscope stopped");
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! The metrics reporter: every `pipeline.metrics_interval`, one log line, one `system_metrics`
+//! row and one record on the `system_metrics` topic (key `snapshot`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use rskafka::client::Client;
+use rskafka::client::partition::Compression;
+use rskafka::record::Record;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::kafka;
+use crate::metrics::Metrics;
+use crate::store;
+
+pub async fn run(
+    cfg: Arc<Config>,
+    pool: Pool,
+    client: Arc<Client>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) -> Result<(), super::supervisor::TaskError> {
+    let topic = &cfg.kafka.topics.system_metrics.name;
+    let mut interval = tokio::time::interval(cfg.pipeline.metrics_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await;
+    let mut previous = metrics.snapshot();
+    loop {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Ok(()),
+            _ = interval.tick() => {}
+        }
+        let snap = metrics.snapshot();
+        let secs = cfg.pipeline.metrics_interval.as_secs_f64();
+        let rate = (snap.persist_records - previous.persist_records) as f64 / secs;
+        let lag: i64 = snap.lag.values().sum();
+        tracing::info!(
+            events_per_s = format!("{rate:.0}"),
+            ingested = snap.ingest_records,
+            committed = snap.persist_records,
+            dlq = snap.dlq_records,
+            alerts = snap.alerts_raised,
+            lag,
+            p50_ms = format!("{:.1}", snap.latency_p50_s * 1e3),
+            p99_ms = format!("{:.1}", snap.latency_p99_s * 1e3),
+            restarts = snap.task_restarts,
+            "metrics"
+        );
+        let json = serde_json::to_value(&snap).unwrap_or_default();
+        let instance = cfg.instance as i32;
+        let stored = async {
+            let c = store::client(&pool, &cfg.postgres).await?;
+            c.execute(
+                "INSERT INTO system_metrics (instance, snapshot) VALUES ($1, $2)",
+                &[&instance, &json],
+            )
+            .await
+            .map_err(store::StoreError::query("insert system_metrics"))
+        };
+        if let Err(e) = tokio::time::timeout(Duration::from_secs(5), stored)
+            .await
+            .unwrap_or(Ok(0))
+        {
+            tracing::warn!(error = %e, "could not store metrics snapshot");
+        }
+        let produce = async {
+            let pc = kafka::partition_client(&client, topic, 0, cfg.kafka.request_timeout).await?;
+            let record = Record {
+                key: Some(format!("instance-{instance}").into_bytes()),
+                value: Some(json.to_string().into_bytes()),
+                headers: Default::default(),
+                timestamp: chrono::Utc::now(),
+            };
+            pc.produce(vec![record], Compression::NoCompression)
+                .await
+                .map_err(|source| kafka::KafkaError::Admin {
+                    operation: "produce metrics",
+                    source,
+                })
+        };
+        if let Ok(Err(e)) = tokio::time::timeout(cfg.kafka.request_timeout, produce).await {
+            tracing::warn!(error = %e, "could not produce metrics snapshot");
+        }
+        previous = snap;
+    }
+}

@@ -1,0 +1,259 @@
+//! The supervisor: spawns every long-lived task by name, restarts a failed one with backoff
+//! within a budget, and on shutdown waits for all under a deadline, naming who is still busy.
+//!
+//! A task is a factory called once per (re)start with a cancellation token; it returns when
+//! cancelled (`Ok`), when its work is done (`Ok`, not restarted), or with an error (restarted,
+//! unless `restart_budget` restarts already happened within `restart_window`: then the whole
+//! process stops and exits non-zero naming the task).
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+pub type TaskError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("task `{task}` failed {restarts} times within {window:?}, giving up: {source}")]
+    BudgetSpent {
+        task: &'static str,
+        restarts: u32,
+        window: Duration,
+        source: TaskError,
+    },
+    #[error("task `{task}` panicked")]
+    Panicked { task: &'static str },
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RestartPolicy {
+    pub budget: u32,
+    pub window: Duration,
+    pub initial_delay: Duration,
+    pub max_delay: Duration,
+}
+
+#[derive(Debug)]
+pub struct Supervisor {
+    tasks: JoinSet<(&'static str, Result<(), SupervisorError>)>,
+    running: Arc<std::sync::Mutex<Vec<&'static str>>>,
+    cancel: CancellationToken,
+    policy: RestartPolicy,
+    metrics: Arc<Metrics>,
+}
+
+impl Supervisor {
+    pub fn new(cancel: CancellationToken, policy: RestartPolicy, metrics: Arc<Metrics>) -> Self {
+        Self {
+            tasks: JoinSet::new(),
+            running: Arc::default(),
+            cancel,
+            policy,
+            metrics,
+        }
+    }
+
+    /// Spawn `factory` as the task `name`.
+    pub fn spawn<F, Fut>(&mut self, name: &'static str, factory: F)
+    where
+        F: Fn(CancellationToken) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), TaskError>> + Send + 'static,
+    {
+        let cancel = self.cancel.clone();
+        let policy = self.policy;
+        let metrics = self.metrics.clone();
+        let running = self.running.clone();
+        running.lock().unwrap_or_else(|p| p.into_inner()).push(name);
+        self.tasks.spawn(async move {
+            let result = supervise(name, factory, cancel, policy, metrics).await;
+            running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|n| *n != name);
+            (name, result)
+        });
+    }
+
+    /// Wait until every task ends. The first task to spend its budget cancels the rest; on
+    /// shutdown, tasks get `deadline` to finish, and those still running are logged meanwhile.
+    pub async fn wait(mut self, deadline: Duration) -> Result<(), SupervisorError> {
+        let mut first_error = None;
+        let mut stop_by: Option<Instant> = None;
+        loop {
+            if stop_by.is_none() && self.cancel.is_cancelled() {
+                stop_by = Some(Instant::now() + deadline);
+            }
+            let tick = tokio::time::sleep(Duration::from_secs(2));
+            let joined = tokio::select! {
+                biased;
+                j = self.tasks.join_next() => j,
+                () = self.cancel.cancelled(), if stop_by.is_none() => continue,
+                () = tick, if stop_by.is_some() => {
+                    let still = self.running.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    if stop_by.is_some_and(|t| Instant::now() >= t) {
+                        tracing::error!(tasks = ?still, "shutdown deadline passed; abandoning tasks still running");
+                        self.tasks.abort_all();
+                        break;
+                    }
+                    tracing::info!(tasks = ?still, "waiting for tasks to finish");
+                    continue;
+                }
+            };
+            let Some(joined) = joined else { break };
+            match joined {
+                Ok((name, Ok(()))) => tracing::debug!(task = name, "task finished"),
+                Ok((name, Err(e))) => {
+                    tracing::error!(task = name, error = %e, "task failed for good; stopping");
+                    first_error.get_or_insert(e);
+                    self.cancel.cancel();
+                }
+                Err(join) => {
+                    tracing::error!(error = %join, "a supervised task panicked");
+                    first_error.get_or_insert(SupervisorError::Panicked { task: "unknown" });
+                    self.cancel.cancel();
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+async fn supervise<F, Fut>(
+    name: &'static str,
+    factory: F,
+    cancel: CancellationToken,
+    policy: RestartPolicy,
+    metrics: Arc<Metrics>,
+) -> Result<(), SupervisorError>
+where
+    F: Fn(CancellationToken) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), TaskError>> + Send + 'static,
+{
+    let mut failures: VecDeque<Instant> = VecDeque::new();
+    let mut delay = policy.initial_delay;
+    loop {
+        tracing::debug!(task = name, "task starting");
+        // Run the attempt as its own tokio task so a panic is caught and treated as a failure.
+        let attempt = tokio::spawn(factory(cancel.clone()));
+        let result = match attempt.await {
+            Ok(r) => r,
+            Err(join) if join.is_panic() => Err(format!("task panicked: {join}").into()),
+            Err(join) => Err(join.to_string().into()),
+        };
+        let error = match result {
+            Ok(()) => return Ok(()),
+            Err(_) if cancel.is_cancelled() => return Ok(()),
+            Err(e) => e,
+        };
+        let now = Instant::now();
+        failures.push_back(now);
+        while failures
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > policy.window)
+        {
+            failures.pop_front();
+        }
+        metrics.set_last_error(format!("{name}: {error}"));
+        if failures.len() as u32 > policy.budget {
+            return Err(SupervisorError::BudgetSpent {
+                task: name,
+                restarts: policy.budget,
+                window: policy.window,
+                source: error,
+            });
+        }
+        metrics.counters.task_restarts.fetch_add(1, Relaxed);
+        tracing::warn!(task = name, error = %error, restart_in = ?delay, "task failed; restarting");
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Ok(()),
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(policy.max_delay);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+
+    use super::*;
+
+    fn policy() -> RestartPolicy {
+        RestartPolicy {
+            budget: 2,
+            window: Duration::from_secs(60),
+            initial_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(100),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_failing_past_its_budget_stops_everything_naming_it() {
+        let cancel = CancellationToken::new();
+        let mut sup = Supervisor::new(cancel.clone(), policy(), Arc::default());
+        let attempts = Arc::new(AtomicU32::new(0));
+        let a = attempts.clone();
+        sup.spawn("flaky", move |_| {
+            let a = a.clone();
+            async move {
+                a.fetch_add(1, Relaxed);
+                Err::<(), TaskError>("boom".into())
+            }
+        });
+        sup.spawn("steady", |cancel: CancellationToken| async move {
+            cancel.cancelled().await;
+            Ok(())
+        });
+        let err = sup.wait(Duration::from_secs(5)).await.expect_err("budget spent");
+        assert!(
+            err.to_string().starts_with("task `flaky` failed 2 times"),
+            "{err}"
+        );
+        assert_eq!(attempts.load(Relaxed), 3);
+        assert!(cancel.is_cancelled());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_that_recovers_within_budget_keeps_running() {
+        let cancel = CancellationToken::new();
+        let mut sup = Supervisor::new(cancel.clone(), policy(), Arc::default());
+        let attempts = Arc::new(AtomicU32::new(0));
+        let a = attempts.clone();
+        sup.spawn("recovers", move |cancel: CancellationToken| {
+            let a = a.clone();
+            async move {
+                if a.fetch_add(1, Relaxed) < 2 {
+                    return Err("transient".into());
+                }
+                cancel.cancelled().await;
+                Ok(())
+            }
+        });
+        let stopper = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            stopper.cancel();
+        });
+        sup.wait(Duration::from_secs(5)).await.expect("clean shutdown");
+        assert_eq!(attempts.load(Relaxed), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panic_is_a_failure_not_a_crash() {
+        let mut p = policy();
+        p.budget = 0;
+        let mut sup = Supervisor::new(CancellationToken::new(), p, Arc::default());
+        sup.spawn("panics", |_| async { panic!("bad") });
+        let err = sup.wait(Duration::from_secs(5)).await.expect_err("fails");
+        assert!(err.to_string().contains("panics"), "{err}");
+    }
+}

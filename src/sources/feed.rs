@@ -1,0 +1,308 @@
+//! The simulated marketplace: stable listings whose prices take a random walk.
+//!
+//! A fixed catalogue of shows; every listing belongs to one show and one section, whose tier
+//! sets its base price (floor and lower bowl cost more). Each observation picks a listing and
+//! either repeats its price (a re-poll), drops it, or raises it, with the configured
+//! probabilities and a step of 2%..`max_step`. Now and then a listing sells out and a new one
+//! appears in its place. Everything is drawn from a ChaCha8 generator seeded by `seed`: the same
+//! seed gives the same listings, prices and moves.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::config::SimulatedConfig;
+use crate::model::PriceEvent;
+
+/// What one observation did to its listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Move {
+    New,
+    Same,
+    Drop,
+    Rise,
+}
+
+const SHOWS: &[(&str, &str, &str, f64)] = &[
+    (
+        "taylor_swift_metlife",
+        "Taylor Swift | The Eras Tour",
+        "MetLife Stadium",
+        3.0,
+    ),
+    ("phoebe_bridgers_kia_forum", "Phoebe Bridgers", "Kia Forum", 1.0),
+    (
+        "beyonce_sofi",
+        "Beyoncé | Cowboy Carter Tour",
+        "SoFi Stadium",
+        2.4,
+    ),
+    (
+        "knicks_celtics_msg",
+        "Knicks vs Celtics",
+        "Madison Square Garden",
+        1.6,
+    ),
+    (
+        "hamilton_richard_rodgers",
+        "Hamilton",
+        "Richard Rodgers Theatre",
+        1.8,
+    ),
+    (
+        "coldplay_wembley",
+        "Coldplay | Music of the Spheres",
+        "Wembley Stadium",
+        1.4,
+    ),
+    ("dodgers_giants", "Dodgers vs Giants", "Dodger Stadium", 0.7),
+    ("billie_eilish_o2", "Billie Eilish", "The O2", 1.3),
+];
+
+/// (section, base price in dollars, rows)
+const TIERS: &[(&str, f64, u32)] = &[
+    ("Floor A", 420.0, 20),
+    ("Floor B", 350.0, 25),
+    ("112", 260.0, 26),
+    ("118", 240.0, 26),
+    ("215", 160.0, 20),
+    ("228", 140.0, 20),
+    ("318", 90.0, 15),
+    ("330", 75.0, 15),
+];
+
+const SOURCES: &[&str] = &["mock", "stubhub", "vivid"];
+const SELL_OUT_PROBABILITY: f64 = 0.002;
+
+#[derive(Debug, Clone)]
+struct Listing {
+    id: u64,
+    show: usize,
+    tier: usize,
+    row: u32,
+    seat: u32,
+    source: usize,
+    price_cents: i64,
+    seen: bool,
+}
+
+/// The feed's generator state.
+#[derive(Debug)]
+pub struct Feed {
+    rng: ChaCha8Rng,
+    listings: Vec<Listing>,
+    next_id: u64,
+    seed: u64,
+    drop_p: f64,
+    rise_p: f64,
+    max_step: f64,
+    cursor: usize,
+    show_dates: Vec<DateTime<Utc>>,
+}
+
+impl Feed {
+    pub fn new(cfg: &SimulatedConfig) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let base = Utc
+            .with_ymd_and_hms(2027, 3, 1, 20, 0, 0)
+            .single()
+            .unwrap_or_else(Utc::now);
+        let show_dates = (0..SHOWS.len())
+            .map(|i| base + Duration::days(i as i64 * 9 + rng.gen_range(0..5)))
+            .collect();
+        let mut feed = Self {
+            rng,
+            listings: Vec::with_capacity(cfg.listings as usize),
+            next_id: 0,
+            seed: cfg.seed,
+            drop_p: cfg.drop_probability,
+            rise_p: cfg.rise_probability,
+            max_step: cfg.max_step,
+            cursor: 0,
+            show_dates,
+        };
+        for _ in 0..cfg.listings {
+            let listing = feed.new_listing();
+            feed.listings.push(listing);
+        }
+        feed
+    }
+
+    fn new_listing(&mut self) -> Listing {
+        let show = self.rng.gen_range(0..SHOWS.len());
+        let tier = self.rng.gen_range(0..TIERS.len());
+        let (_, base, rows) = TIERS[tier];
+        let price = base * SHOWS[show].3 * self.rng.gen_range(0.8..1.25);
+        self.next_id += 1;
+        Listing {
+            id: self.next_id,
+            show,
+            tier,
+            row: self.rng.gen_range(1..=rows),
+            seat: self.rng.gen_range(1..=30),
+            source: self.rng.gen_range(0..SOURCES.len()),
+            price_cents: (price * 100.0).round().max(100.0) as i64,
+            seen: false,
+        }
+    }
+
+    pub fn listings(&self) -> usize {
+        self.listings.len()
+    }
+
+    /// The next observation, stamped `now`.
+    pub fn next_event(&mut self, now: DateTime<Utc>) -> (PriceEvent, Move) {
+        // Walk the listings in a shuffled-by-chance order: mostly sequential, sometimes a jump,
+        // so every listing is re-polled regularly.
+        self.cursor = if self.rng.gen_bool(0.9) {
+            (self.cursor + 1) % self.listings.len()
+        } else {
+            self.rng.gen_range(0..self.listings.len())
+        };
+        let i = self.cursor;
+        if self.listings[i].seen && self.rng.gen_bool(SELL_OUT_PROBABILITY) {
+            // Sold out: a new listing takes its place.
+            self.listings[i] = self.new_listing();
+        }
+        let roll: f64 = self.rng.r#gen();
+        let step = self.rng.gen_range(0.02..self.max_step.max(0.021));
+        let l = &mut self.listings[i];
+        let mv = if !l.seen {
+            l.seen = true;
+            Move::New
+        } else if roll < self.drop_p {
+            l.price_cents = ((l.price_cents as f64) * (1.0 - step)).round().max(100.0) as i64;
+            Move::Drop
+        } else if roll < self.drop_p + self.rise_p {
+            l.price_cents = ((l.price_cents as f64) * (1.0 + step)).round().min(5_000_000.0) as i64;
+            Move::Rise
+        } else {
+            Move::Same
+        };
+        let l = l.clone();
+        (self.event_of(&l, now), mv)
+    }
+
+    fn event_of(&self, l: &Listing, now: DateTime<Utc>) -> PriceEvent {
+        let (event_id, name, venue, _) = SHOWS[l.show];
+        let fees = l.price_cents * 15 / 100;
+        let listing_id = format!("SIM{}-{}", self.seed, l.id);
+        PriceEvent {
+            event_id: event_id.into(),
+            event_name: name.into(),
+            venue: venue.into(),
+            event_date: Some(self.show_dates[l.show]),
+            source: SOURCES[l.source].into(),
+            section: TIERS[l.tier].0.into(),
+            row: l.row.to_string(),
+            seat: l.seat.to_string(),
+            price: l.price_cents,
+            fees: Some(fees),
+            total_price: l.price_cents + fees,
+            timestamp: now,
+            listing_url: Some(format!("https://tickets.example/{event_id}/{listing_id}")),
+            listing_id: Some(listing_id),
+            quantity: 1,
+            delivery_method: Some("mobile".into()),
+            seller_notes: None,
+        }
+    }
+}
+
+/// The first ConScope's JSON for `event` (naive `isoformat()` timestamps, dollars as numbers).
+pub fn to_wire_json(event: &PriceEvent) -> Vec<u8> {
+    let naive = |t: &DateTime<Utc>| t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f").to_string();
+    let value = serde_json::json!({
+        "event_id": event.event_id,
+        "event_name": event.event_name,
+        "venue": event.venue,
+        "event_date": event.event_date.as_ref().map(naive),
+        "source": event.source,
+        "section": event.section,
+        "row": event.row,
+        "seat": event.seat,
+        "price": event.price as f64 / 100.0,
+        "fees": event.fees.map(|f| f as f64 / 100.0),
+        "total_price": event.total_price as f64 / 100.0,
+        "timestamp": naive(&event.timestamp),
+        "listing_id": event.listing_id,
+        "listing_url": event.listing_url,
+        "quantity": event.quantity,
+        "delivery_method": event.delivery_method,
+        "seller_notes": event.seller_notes,
+    });
+    serde_json::to_vec(&value).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::parse::Parser;
+
+    fn cfg(seed: u64) -> SimulatedConfig {
+        SimulatedConfig {
+            seed,
+            listings: 500,
+            ..SimulatedConfig::default()
+        }
+    }
+
+    #[test]
+    fn same_seed_same_feed() {
+        let now = DateTime::UNIX_EPOCH;
+        let mut a = Feed::new(&cfg(7));
+        let mut b = Feed::new(&cfg(7));
+        let mut c = Feed::new(&cfg(8));
+        let run = |f: &mut Feed| -> Vec<(String, i64)> {
+            (0..2_000)
+                .map(|_| f.next_event(now).0)
+                .map(|e| (e.listing_key(), e.price))
+                .collect()
+        };
+        let ra = run(&mut a);
+        assert_eq!(ra, run(&mut b));
+        assert_ne!(ra, run(&mut c));
+    }
+
+    #[test]
+    fn listings_keep_their_identity_and_moves_match_the_configured_rates() {
+        let mut feed = Feed::new(&cfg(1));
+        let mut last: std::collections::HashMap<String, i64> = Default::default();
+        let (mut drops, mut rises, mut repolls) = (0u32, 0u32, 0u32);
+        for _ in 0..50_000 {
+            let (e, mv) = feed.next_event(DateTime::UNIX_EPOCH);
+            let key = e.listing_key();
+            if let Some(prev) = last.insert(key, e.price) {
+                repolls += 1;
+                match mv {
+                    Move::Drop => {
+                        drops += 1;
+                        assert!(e.price <= prev);
+                    }
+                    Move::Rise => {
+                        rises += 1;
+                        assert!(e.price >= prev);
+                    }
+                    Move::Same => assert_eq!(e.price, prev),
+                    Move::New => panic!("a known listing cannot be new"),
+                }
+            }
+        }
+        let drop_rate = f64::from(drops) / f64::from(repolls);
+        let rise_rate = f64::from(rises) / f64::from(repolls);
+        assert!((drop_rate - 0.1).abs() < 0.01, "drop rate {drop_rate}");
+        assert!((rise_rate - 0.1).abs() < 0.01, "rise rate {rise_rate}");
+    }
+
+    #[test]
+    fn wire_json_is_accepted_by_the_engine_parser() {
+        let mut feed = Feed::new(&cfg(3));
+        let mut parser = Parser::new();
+        for _ in 0..100 {
+            let (e, _) = feed.next_event(Utc::now());
+            let parsed = parser.parse(&to_wire_json(&e)).expect("parses");
+            assert_eq!(parsed.listing_key(), e.listing_key());
+            assert_eq!(parsed.price, e.price);
+        }
+    }
+}

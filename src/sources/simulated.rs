@@ -1,0 +1,114 @@
+//! The simulated feed as a producer: a source task inside `conscope run` (paced at
+//! `sources.simulated.rate`) and the `conscope simulate` command (paced, or as fast as the
+//! broker takes it).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use rskafka::client::Client;
+use tokio_util::sync::CancellationToken;
+
+use super::feed::{Feed, Move, to_wire_json};
+use crate::config::{Config, SimulatedConfig};
+use crate::kafka::KafkaError;
+use crate::kafka::produce::TopicProducer;
+use crate::metrics::Metrics;
+
+/// Counts of what a simulation produced.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub events: u64,
+    pub new: u64,
+    pub drops: u64,
+    pub rises: u64,
+    pub unchanged: u64,
+}
+
+impl Summary {
+    fn count(&mut self, mv: Move) {
+        self.events += 1;
+        match mv {
+            Move::New => self.new += 1,
+            Move::Drop => self.drops += 1,
+            Move::Rise => self.rises += 1,
+            Move::Same => self.unchanged += 1,
+        }
+    }
+}
+
+/// Produce `events` observations (all of them, or until `cancel`), at `rate` per second when
+/// given. `progress` is called after every chunk with the running summary.
+pub async fn produce(
+    client: &Client,
+    cfg: &Config,
+    sim: &SimulatedConfig,
+    events: Option<u64>,
+    rate: Option<f64>,
+    cancel: &CancellationToken,
+    mut progress: impl FnMut(&Summary),
+) -> Result<Summary, KafkaError> {
+    let topic = &cfg.kafka.topics.raw_prices;
+    let producer = TopicProducer::connect(client, &topic.name, topic.partitions, &cfg.kafka).await?;
+    let mut feed = Feed::new(sim);
+    let mut summary = Summary::default();
+    let started = Instant::now();
+    // Paced runs send small chunks often; unpaced runs send big chunks.
+    let chunk = match rate {
+        Some(r) => ((r / 10.0).ceil() as u64).clamp(1, 5_000),
+        None => 5_000,
+    };
+    loop {
+        let remaining = events.map_or(chunk, |n| n.saturating_sub(summary.events).min(chunk));
+        if remaining == 0 || cancel.is_cancelled() {
+            break;
+        }
+        let now = chrono::Utc::now();
+        let mut records = Vec::with_capacity(remaining as usize);
+        for _ in 0..remaining {
+            let (event, mv) = feed.next_event(now);
+            summary.count(mv);
+            records.push((event.listing_key().into_bytes(), to_wire_json(&event), now));
+        }
+        producer.send(records).await?;
+        progress(&summary);
+        if let Some(r) = rate {
+            let due = started + Duration::from_secs_f64(summary.events as f64 / r);
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep_until(due.into()) => {}
+            }
+        }
+    }
+    Ok(summary)
+}
+
+/// The source task inside `conscope run`.
+pub async fn run_source(
+    cfg: Arc<Config>,
+    client: Arc<Client>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) -> Result<(), KafkaError> {
+    let sim = &cfg.sources.simulated;
+    tracing::info!(
+        rate = sim.rate,
+        listings = sim.listings,
+        seed = sim.seed,
+        "simulated feed started"
+    );
+    let mut reported = 0;
+    let result = produce(&client, &cfg, sim, None, Some(sim.rate), &cancel, |s| {
+        metrics
+            .counters
+            .source_records
+            .fetch_add(s.events - reported, Relaxed);
+        reported = s.events;
+    })
+    .await;
+    if result.is_err() {
+        metrics.counters.source_errors.fetch_add(1, Relaxed);
+    }
+    result.map(|_| ())
+}

@@ -1,0 +1,92 @@
+//! PostgreSQL: the connection pool, migrations ([`migrate`]), stored offsets ([`offsets`]) and the
+//! one-transaction-per-batch writer ([`writer`]).
+
+pub mod migrate;
+pub mod offsets;
+pub mod persist;
+pub mod writer;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::config::{PostgresConfig, redact_url};
+
+/// A Postgres operation that failed. The URL in messages is always redacted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("invalid postgres.url {url}: {source}")]
+    Url {
+        url: String,
+        source: tokio_postgres::Error,
+    },
+    #[error("cannot connect to PostgreSQL at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("PostgreSQL {operation} failed: {source}")]
+    Query {
+        operation: &'static str,
+        source: tokio_postgres::Error,
+    },
+    #[error("migration {file} failed, database left as it was: {reason}")]
+    Migration { file: String, reason: String },
+    #[error(
+        "migration {file} was edited after it was applied (recorded checksum {recorded}, file has {current}); \
+         add a new migration instead of editing an applied one"
+    )]
+    MigrationEdited {
+        file: String,
+        recorded: String,
+        current: String,
+    },
+}
+
+impl StoreError {
+    pub fn query(operation: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Self {
+        move |source| Self::Query { operation, source }
+    }
+}
+
+/// Build the pool. Connections are made lazily; call [`check`] to fail fast.
+pub fn pool(cfg: &PostgresConfig) -> Result<Pool, StoreError> {
+    let mut pg: tokio_postgres::Config = cfg.url.expose().parse().map_err(|source| StoreError::Url {
+        url: redact_url(cfg.url.expose()),
+        source,
+    })?;
+    pg.connect_timeout(cfg.connect_timeout);
+    pg.application_name("conscope");
+    pg.options(format!(
+        "-c statement_timeout={}",
+        cfg.statement_timeout.as_millis()
+    ));
+    let manager = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(cfg.pool_size)
+        .runtime(Runtime::Tokio1)
+        .create_timeout(Some(cfg.connect_timeout))
+        .wait_timeout(Some(cfg.connect_timeout + Duration::from_secs(5)))
+        .recycle_timeout(Some(cfg.connect_timeout))
+        .build()
+        .map_err(|e| StoreError::Connect {
+            url: redact_url(cfg.url.expose()),
+            reason: e.to_string(),
+        })
+}
+
+/// Get a connection, turning pool errors into one sentence naming the (redacted) URL.
+pub async fn client(pool: &Pool, cfg: &PostgresConfig) -> Result<deadpool_postgres::Object, StoreError> {
+    pool.get().await.map_err(|e| StoreError::Connect {
+        url: redact_url(cfg.url.expose()),
+        reason: match e {
+            deadpool_postgres::PoolError::Backend(e) => e.to_string(),
+            other => other.to_string(),
+        },
+    })
+}

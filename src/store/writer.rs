@@ -1,0 +1,285 @@
+//! The batch writer: one transaction per batch, so rows and offsets commit together.
+//!
+//! In one transaction, in this order:
+//! 1. upsert `events` (only rows whose details changed are touched);
+//! 2. binary `COPY` of the `price_history` rows;
+//! 3. upsert `listing_state` with each listing's final state in the batch;
+//! 4. insert `price_alerts` `ON CONFLICT (alert_id) DO NOTHING`;
+//! 5. `kafka_offsets.next_offset = GREATEST(next_offset, $n)` per partition.
+//!
+//! A crash before the commit leaves nothing of the batch; after it, everything. Replaying the
+//! uncommitted records then produces the same rows and alert ids.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use futures::pin_mut;
+use rust_decimal::Decimal;
+use tokio_postgres::Transaction;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+
+use super::StoreError;
+use crate::model::Alert;
+use crate::runtime::messages::Processed;
+
+/// Name under which the engine's raw_prices offsets are stored in `kafka_offsets`.
+pub const ENGINE_CONSUMER: &str = "engine";
+
+pub fn dollars(cents: i64) -> Decimal {
+    Decimal::new(cents, 2)
+}
+
+/// Decimal dollars back to cents (values written by ConScope have two decimals).
+pub fn cents_of(d: Decimal) -> i64 {
+    (d * Decimal::ONE_HUNDRED).round().try_into().unwrap_or(i64::MAX)
+}
+
+/// Write one batch and its offsets in `tx` (the caller commits).
+pub async fn write_batch(
+    tx: &Transaction<'_>,
+    topic: &str,
+    records: &[Processed],
+    alerts: &[Alert],
+    offsets: &BTreeMap<i32, i64>,
+) -> Result<(), StoreError> {
+    upsert_events(tx, records, alerts).await?;
+    copy_history(tx, records).await?;
+    upsert_listing_state(tx, records).await?;
+    insert_alerts(tx, alerts).await?;
+    store_offsets(tx, ENGINE_CONSUMER, topic, offsets).await?;
+    Ok(())
+}
+
+async fn upsert_events(
+    tx: &Transaction<'_>,
+    records: &[Processed],
+    alerts: &[Alert],
+) -> Result<(), StoreError> {
+    let mut latest: BTreeMap<&str, (&str, &str, Option<DateTime<Utc>>)> = BTreeMap::new();
+    for e in records
+        .iter()
+        .map(|p| &p.record.event)
+        .chain(alerts.iter().map(|a| &a.event))
+    {
+        latest.insert(&e.event_id, (&e.event_name, &e.venue, e.event_date));
+    }
+    if latest.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = latest.keys().copied().collect();
+    let names: Vec<&str> = latest.values().map(|v| v.0).collect();
+    let venues: Vec<&str> = latest.values().map(|v| v.1).collect();
+    let dates: Vec<Option<DateTime<Utc>>> = latest.values().map(|v| v.2).collect();
+    tx.execute(
+        "INSERT INTO events (event_id, event_name, venue, event_date)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[])
+         ON CONFLICT (event_id) DO UPDATE
+            SET event_name = EXCLUDED.event_name, venue = EXCLUDED.venue,
+                event_date = COALESCE(EXCLUDED.event_date, events.event_date), last_updated = now()
+          WHERE (events.event_name, events.venue, events.event_date)
+                IS DISTINCT FROM (EXCLUDED.event_name, EXCLUDED.venue,
+                                  COALESCE(EXCLUDED.event_date, events.event_date))",
+        &[&ids, &names, &venues, &dates],
+    )
+    .await
+    .map_err(StoreError::query("upsert events"))?;
+    Ok(())
+}
+
+const HISTORY_TYPES: [Type; 17] = [
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::NUMERIC,
+    Type::NUMERIC,
+    Type::NUMERIC,
+    Type::TIMESTAMPTZ,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT4,
+    Type::NUMERIC,
+    Type::TEXT,
+    Type::INT4,
+    Type::INT8,
+];
+
+async fn copy_history(tx: &Transaction<'_>, records: &[Processed]) -> Result<(), StoreError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let sink = tx
+        .copy_in(
+            "COPY price_history (event_id, listing_key, source, section, \"row\", seat, price, fees,
+                 total_price, \"timestamp\", listing_id, listing_url, quantity, previous_price,
+                 change_kind, kafka_partition, kafka_offset) FROM STDIN (FORMAT binary)",
+        )
+        .await
+        .map_err(StoreError::query("start COPY price_history"))?;
+    let writer = BinaryCopyInWriter::new(sink, &HISTORY_TYPES);
+    pin_mut!(writer);
+    for p in records {
+        let e = &p.record.event;
+        let price = dollars(e.price);
+        let fees = e.fees.map(dollars);
+        let total = dollars(e.total_price);
+        let previous = p.change.previous_cents.map(dollars);
+        let row: [&(dyn ToSql + Sync); 17] = [
+            &e.event_id,
+            &p.listing_key,
+            &e.source,
+            &e.section,
+            &e.row,
+            &e.seat,
+            &price,
+            &fees,
+            &total,
+            &e.timestamp,
+            &e.listing_id,
+            &e.listing_url,
+            &e.quantity,
+            &previous,
+            &p.change.kind.as_str(),
+            &p.record.partition,
+            &p.record.offset,
+        ];
+        writer
+            .as_mut()
+            .write(&row)
+            .await
+            .map_err(StoreError::query("COPY price_history"))?;
+    }
+    writer
+        .finish()
+        .await
+        .map_err(StoreError::query("finish COPY price_history"))?;
+    Ok(())
+}
+
+async fn upsert_listing_state(tx: &Transaction<'_>, records: &[Processed]) -> Result<(), StoreError> {
+    // Final state per listing, plus how many observations this batch adds and when it was first seen.
+    let mut last: HashMap<&str, (&Processed, i64, DateTime<Utc>)> = HashMap::new();
+    for p in records {
+        let first = p.record.event.timestamp;
+        last.entry(&p.listing_key)
+            .and_modify(|(latest, n, first_seen)| {
+                *latest = p;
+                *n += 1;
+                *first_seen = (*first_seen).min(first);
+            })
+            .or_insert((p, 1, first));
+    }
+    if last.is_empty() {
+        return Ok(());
+    }
+    let mut keys = Vec::with_capacity(last.len());
+    let mut events = Vec::with_capacity(last.len());
+    let mut sources = Vec::with_capacity(last.len());
+    let mut prices = Vec::with_capacity(last.len());
+    let mut lows = Vec::with_capacity(last.len());
+    let mut firsts = Vec::with_capacity(last.len());
+    let mut lasts = Vec::with_capacity(last.len());
+    let mut counts = Vec::with_capacity(last.len());
+    for (key, (p, n, first)) in &last {
+        keys.push(*key);
+        events.push(p.record.event.event_id.as_str());
+        sources.push(p.record.event.source.as_str());
+        prices.push(dollars(p.state.last_price));
+        lows.push(dollars(p.state.lowest_price));
+        firsts.push(*first);
+        lasts.push(
+            DateTime::<Utc>::from_timestamp_millis(p.state.last_seen_ms).unwrap_or(p.record.event.timestamp),
+        );
+        counts.push(*n);
+    }
+    tx.execute(
+        "INSERT INTO listing_state (listing_key, event_id, source, last_price, lowest_price,
+                                    first_seen, last_seen, observations)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::numeric[], $5::numeric[],
+                              $6::timestamptz[], $7::timestamptz[], $8::int8[])
+         ON CONFLICT (listing_key) DO UPDATE
+            SET last_price = EXCLUDED.last_price,
+                lowest_price = LEAST(listing_state.lowest_price, EXCLUDED.lowest_price),
+                last_seen = GREATEST(listing_state.last_seen, EXCLUDED.last_seen),
+                observations = listing_state.observations + EXCLUDED.observations,
+                updated_at = now()",
+        &[&keys, &events, &sources, &prices, &lows, &firsts, &lasts, &counts],
+    )
+    .await
+    .map_err(StoreError::query("upsert listing_state"))?;
+    Ok(())
+}
+
+async fn insert_alerts(tx: &Transaction<'_>, alerts: &[Alert]) -> Result<(), StoreError> {
+    if alerts.is_empty() {
+        return Ok(());
+    }
+    let stmt = tx
+        .prepare(
+            "INSERT INTO price_alerts (alert_id, event_id, alert_type, rule, alert_timestamp, listing_key,
+                 old_price, new_price, drop_amount, drop_percent, section, \"row\", seat, source,
+                 listing_id, listing_url, kafka_partition, kafka_offset, payload)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+             ON CONFLICT (alert_id) DO NOTHING",
+        )
+        .await
+        .map_err(StoreError::query("prepare price_alerts insert"))?;
+    for a in alerts {
+        let payload = serde_json::to_value(a).unwrap_or(serde_json::Value::Null);
+        tx.execute(
+            &stmt,
+            &[
+                &a.alert_id,
+                &a.event.event_id,
+                &a.alert_type,
+                &a.rule,
+                &a.alert_timestamp,
+                &a.listing_key,
+                &dollars(a.old_price),
+                &dollars(a.new_price),
+                &dollars(a.drop_amount),
+                &a.drop_percent,
+                &a.event.section,
+                &a.event.row,
+                &a.event.seat,
+                &a.event.source,
+                &a.event.listing_id,
+                &a.event.listing_url,
+                &a.source_partition,
+                &a.source_offset,
+                &payload,
+            ],
+        )
+        .await
+        .map_err(StoreError::query("insert price_alerts"))?;
+    }
+    Ok(())
+}
+
+/// `next_offset = GREATEST(next_offset, $n)`: offsets never move backwards.
+pub async fn store_offsets(
+    tx: &Transaction<'_>,
+    consumer: &str,
+    topic: &str,
+    offsets: &BTreeMap<i32, i64>,
+) -> Result<(), StoreError> {
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    let partitions: Vec<i32> = offsets.keys().copied().collect();
+    let next: Vec<i64> = offsets.values().copied().collect();
+    tx.execute(
+        "INSERT INTO kafka_offsets (consumer, topic, \"partition\", next_offset)
+         SELECT $1, $2, p, n FROM UNNEST($3::int4[], $4::int8[]) AS t (p, n)
+         ON CONFLICT (consumer, topic, \"partition\") DO UPDATE
+            SET next_offset = GREATEST(kafka_offsets.next_offset, EXCLUDED.next_offset),
+                updated_at = now()",
+        &[&consumer, &topic, &partitions, &next],
+    )
+    .await
+    .map_err(StoreError::query("store kafka_offsets"))?;
+    Ok(())
+}
