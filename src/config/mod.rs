@@ -99,7 +99,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self {
             format: LogFormat::Human,
-            level: "info".into(),
+            level: "info,rskafka=warn".into(),
         }
     }
 }

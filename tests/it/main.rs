@@ -1,0 +1,6 @@
+//! Integration tests against the real broker and a real PostgreSQL (one test binary, many
+//! modules, to keep link times down). Start them with `scripts/test.sh`.
+
+mod harness;
+
+mod foundation;
