@@ -213,6 +213,9 @@ pub struct KafkaConfig {
     pub fetch_max_wait_ms: i32,
     /// Cap on the bytes one fetch returns per partition, which bounds memory with a backlog.
     pub fetch_max_bytes: i32,
+    /// A record bigger than `fetch_max_bytes` is fetched alone with up to this many bytes; one
+    /// bigger still is sent to the DLQ as unreadable (its offset still advances).
+    pub fetch_max_record_bytes: i32,
     pub offset_out_of_range: OffsetReset,
     pub backoff: BackoffConfig,
     pub topics: TopicsConfig,
@@ -226,6 +229,7 @@ impl Default for KafkaConfig {
             request_timeout: Duration::from_secs(10),
             fetch_max_wait_ms: 20,
             fetch_max_bytes: 1024 * 1024,
+            fetch_max_record_bytes: 16 * 1024 * 1024,
             offset_out_of_range: OffsetReset::Fail,
             backoff: BackoffConfig::default(),
             topics: TopicsConfig::default(),

@@ -94,6 +94,11 @@ impl Config {
             "kafka.fetch_max_bytes",
             "must be at least 1024 bytes",
         );
+        p.check(
+            k.fetch_max_record_bytes >= k.fetch_max_bytes,
+            "kafka.fetch_max_record_bytes",
+            "must be at least kafka.fetch_max_bytes",
+        );
         p.backoff(&k.backoff, "kafka.backoff");
         let mut names = Vec::new();
         for (key, topic) in [
