@@ -8,8 +8,9 @@
 //! A poller must never stop the pipeline, so the loop absorbs its failures: a failed poll is
 //! logged, counted in `source_errors` and tried again at the next interval (its prices are read
 //! again then, so nothing is lost for good); a failed produce drops the producer, which is
-//! reconnected before the next poll. Only a fatal error (the API refused the credentials) ends
-//! the loop, with one ERROR line, and the task returns `Ok` so the supervisor leaves it stopped.
+//! reconnected before the next poll. Failed polls also become the metrics' `last_error`. Only a
+//! fatal error (the API refused the credentials) ends the loop, with one ERROR line, and the
+//! task returns `Ok` so the supervisor leaves it stopped.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -123,11 +124,13 @@ pub async fn run<P: Poller>(
             }
             Err(error) if error.is_fatal() => {
                 counters.source_errors.fetch_add(1, Relaxed);
+                metrics.set_last_error(format!("source.{source}: {error}"));
                 tracing::error!(source, error = %error, "source stopped; the rest of ConScope keeps running");
                 return;
             }
             Err(error) => {
                 counters.source_errors.fetch_add(1, Relaxed);
+                metrics.set_last_error(format!("source.{source}: {error}"));
                 tracing::warn!(source, error = %error, next_poll_in = ?next.saturating_duration_since(Instant::now()), "poll failed");
             }
         }
