@@ -12,6 +12,7 @@
 
 mod env;
 mod secret;
+mod sources;
 mod validate;
 
 use std::path::Path;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use secret::{Secret, redact_url};
+pub use sources::{SeatGeekConfig, TicketmasterConfig};
 pub use validate::Problem;
 
 /// Why a configuration could not be used. Each variant is one clear sentence for the user.
@@ -341,6 +343,8 @@ impl Default for DetectConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct SourcesConfig {
     pub simulated: SimulatedConfig,
+    pub seatgeek: SeatGeekConfig,
+    pub ticketmaster: TicketmasterConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -448,6 +452,7 @@ impl Config {
         let mut copy = self.clone();
         copy.postgres.url = Secret::new(redact_url(copy.postgres.url.expose()));
         copy.web.api_token = copy.web.api_token.redacted_marker();
+        copy.sources.redact_secrets();
         toml::to_string_pretty(&copy).unwrap_or_else(|e| format!("# cannot print config: {e}"))
     }
 
@@ -513,9 +518,11 @@ mod tests {
 
     #[test]
     fn instances_split_partitions() {
-        let mut config = Config::default();
-        config.instances = 2;
-        config.instance = 1;
+        let config = Config {
+            instances: 2,
+            instance: 1,
+            ..Config::default()
+        };
         assert_eq!(config.owned_partitions(), vec![1, 3]);
     }
 

@@ -5,3 +5,4 @@ mod harness;
 
 mod engine;
 mod foundation;
+mod pollers;
