@@ -1,1 +1,197 @@
-fn main() {}
+//! The detector benchmark: parse + detect on realistic data, beside a bare parse of the same bytes.
+//!
+//! Data: the first ConScope's PriceEvent JSON (naive `isoformat()` timestamps, ~400 bytes),
+//! over 1M distinct listings already in the cache; of the measured events about 10% are drops,
+//! 10% rises and the rest unchanged re-polls. Throughput is per core (criterion runs one thread).
+//!
+//! `cargo bench --bench detector` (under `cargo test` it runs once on a small data set).
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use conscope::config::DetectConfig;
+use conscope::detect::stage::Detector;
+use conscope::detect::{PriceCache, Rules};
+use conscope::ingest::parse::Parser;
+use conscope::runtime::messages::InRecord;
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn full_run() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+fn event_json(listing: u64, price: f64) -> Vec<u8> {
+    let show = listing % 97;
+    format!(
+        r#"{{"event_id": "show_{show}_2027", "event_name": "Touring Artist {show} | World Tour", "venue": "Arena {show}", "event_date": "2027-05-{day:02}T20:00:00", "source": "stubhub", "section": "{section}", "row": "{row}", "seat": "{seat}", "price": {price:.2}, "fees": {fees:.2}, "total_price": {total:.2}, "timestamp": "2026-11-21T10:{min:02}:{sec:02}.{micro:06}", "listing_id": "SH-{listing}", "listing_url": "https://www.stubhub.com/event/{show}/listing/{listing}", "quantity": 2, "delivery_method": "mobile", "seller_notes": null}}"#,
+        day = 1 + show % 28,
+        section = 100 + listing % 230,
+        row = (b'A' + (listing % 26) as u8) as char,
+        seat = 1 + listing % 30,
+        fees = price * 0.15,
+        total = price * 1.15,
+        min = listing % 60,
+        sec = (listing / 60) % 60,
+        micro = listing % 1_000_000,
+    )
+    .into_bytes()
+}
+
+struct Data {
+    cache: Arc<PriceCache>,
+    baseline: Vec<f64>,
+    events: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+fn data(listings: u64, measured: usize) -> Data {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let cache = Arc::new(PriceCache::with_capacity(listings as usize));
+    let mut parser = Parser::new();
+    let detector = Detector::new(cache.clone(), rules());
+    let mut baseline = Vec::with_capacity(listings as usize);
+    for l in 0..listings {
+        let price = (rng.gen_range(40.0..900.0f64) * 100.0).round() / 100.0;
+        baseline.push(price);
+        let event = parser.parse(&event_json(l, price)).expect("valid");
+        detector.process(record(event, l as i64));
+    }
+    let mut events = Vec::with_capacity(measured);
+    let mut bytes = 0;
+    for _ in 0..measured {
+        let l = rng.gen_range(0..listings);
+        let roll: f64 = rng.r#gen();
+        let base = baseline[l as usize];
+        let price = if roll < 0.1 {
+            base * 0.8
+        } else if roll < 0.2 {
+            base * 1.2
+        } else {
+            base
+        };
+        let e = event_json(l, (price * 100.0).round() / 100.0);
+        bytes += e.len();
+        events.push(e);
+    }
+    Data {
+        cache,
+        baseline,
+        events,
+        bytes,
+    }
+}
+
+fn rules() -> Rules {
+    Rules::from_config(&DetectConfig::default())
+}
+
+fn record(event: conscope::model::PriceEvent, offset: i64) -> InRecord {
+    InRecord {
+        partition: 0,
+        offset,
+        kafka_ts: DateTime::<Utc>::UNIX_EPOCH,
+        event,
+    }
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn detector(c: &mut Criterion) {
+    let (listings, measured) = if full_run() {
+        (1_000_000, 200_000)
+    } else {
+        (2_000, 1_000)
+    };
+    let d = data(listings, measured);
+    println!(
+        "data: {} listings in the cache, {} measured events, {:.0} bytes per event on average",
+        d.cache.len(),
+        d.events.len(),
+        d.bytes as f64 / d.events.len() as f64
+    );
+    let mut group = c.benchmark_group("detector");
+    group.throughput(Throughput::Elements(d.events.len() as u64));
+    group.sample_size(10);
+
+    // The parse ceiling: simd-json's tape over the same bytes, no field extraction.
+    group.bench_function("bare_parse_tape", |b| {
+        let mut buffers = simd_json::Buffers::new(1024);
+        let mut scratch = Vec::with_capacity(1024);
+        b.iter(|| {
+            for e in &d.events {
+                scratch.clear();
+                scratch.extend_from_slice(e);
+                let tape = simd_json::to_tape_with_buffers(&mut scratch, &mut buffers).expect("valid");
+                black_box(tape.0.len());
+            }
+        })
+    });
+
+    group.bench_function("parse_validate", |b| {
+        let mut parser = Parser::new();
+        b.iter(|| {
+            for e in &d.events {
+                black_box(parser.parse(e).expect("valid"));
+            }
+        })
+    });
+
+    // Parse + detect. Each iteration restores the baseline prices first (outside the timing),
+    // so every iteration sees the same mix of drops, rises and re-polls.
+    group.bench_function("parse_detect", |b| {
+        let det = Detector::new(d.cache.clone(), rules());
+        let mut parser = Parser::new();
+        b.iter_batched(
+            || {
+                for (l, price) in d.baseline.iter().enumerate() {
+                    let key = format!("stubhub:SH-{l}");
+                    if let Some(mut s) = d.cache.get(&key) {
+                        s.last_price = (price * 100.0).round() as i64;
+                        d.cache.load(&key, s);
+                    }
+                }
+            },
+            |()| {
+                let mut alerts = 0usize;
+                for (i, e) in d.events.iter().enumerate() {
+                    let event = parser.parse(e).expect("valid");
+                    let (processed, alert) = det.process(record(event, i as i64));
+                    alerts += usize::from(alert.is_some());
+                    black_box(processed);
+                }
+                alerts
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+
+    // Memory per tracked listing: fill a fresh cache and measure the resident-memory growth.
+    let before = rss_kib();
+    let cache = PriceCache::new();
+    let det = Detector::new(Arc::new(cache), rules());
+    let mut parser = Parser::new();
+    for l in 0..listings {
+        let event = parser.parse(&event_json(l, 100.0)).expect("valid");
+        det.process(record(event, l as i64));
+    }
+    let after = rss_kib();
+    println!(
+        "price cache: {} listings, {:.0} bytes per listing (resident memory growth; keys like `stubhub:SH-123456`)",
+        det.cache.len(),
+        (after.saturating_sub(before) * 1024) as f64 / det.cache.len() as f64
+    );
+}
+
+criterion_group!(benches, detector);
+criterion_main!(benches);

@@ -18,9 +18,10 @@ pub struct ListingState {
     pub last_seen_ms: i64,
 }
 
+/// aHash instead of SipHash: keys come from our own sources, and lookups are the hot path.
 #[derive(Debug, Default)]
 pub struct PriceCache {
-    map: DashMap<Box<str>, ListingState>,
+    map: DashMap<Box<str>, ListingState, ahash::RandomState>,
 }
 
 impl PriceCache {
@@ -30,7 +31,7 @@ impl PriceCache {
 
     pub fn with_capacity(n: usize) -> Self {
         Self {
-            map: DashMap::with_capacity(n),
+            map: DashMap::with_capacity_and_hasher(n, ahash::RandomState::new()),
         }
     }
 

@@ -55,6 +55,8 @@ fn invalid(field: &'static str, problem: impl Into<String>) -> ParseError {
 pub struct Parser {
     buffers: Option<Buffers>,
     scratch: Vec<u8>,
+    /// The last `event_date` text and its value: a show's date repeats on every record.
+    last_date: Option<(String, DateTime<Utc>)>,
 }
 
 impl std::fmt::Debug for Parser {
@@ -82,7 +84,7 @@ impl Parser {
         let buffers = self.buffers.get_or_insert_with(|| Buffers::new(MAX_VALUE_BYTES));
         let tape = simd_json::to_tape_with_buffers(&mut self.scratch, buffers)
             .map_err(|e| ParseError::Json(e.to_string()))?;
-        event_from(tape.as_value())
+        event_from(tape.as_value(), &mut self.last_date)
     }
 }
 
@@ -121,7 +123,10 @@ struct Fields<'a> {
     seller_notes: Option<&'a str>,
 }
 
-fn event_from(root: Value<'_, '_>) -> Result<PriceEvent, ParseError> {
+fn event_from(
+    root: Value<'_, '_>,
+    last_date: &mut Option<(String, DateTime<Utc>)>,
+) -> Result<PriceEvent, ParseError> {
     let obj = root
         .as_object()
         .ok_or_else(|| ParseError::NotAnObject(kind_of(&root)))?;
@@ -178,11 +183,16 @@ fn event_from(root: Value<'_, '_>) -> Result<PriceEvent, ParseError> {
     let timestamp = parse_time(f.timestamp.ok_or(ParseError::Missing("timestamp"))?)
         .ok_or_else(|| invalid("timestamp", "is not an ISO-8601 date-time"))?;
     let event_date = match f.event_date {
-        Some(s) if !s.is_empty() => Some(
-            parse_time(s)
-                .or_else(|| parse_date(s))
-                .ok_or_else(|| invalid("event_date", "is not an ISO-8601 date or date-time"))?,
-        ),
+        Some(s) if !s.is_empty() => match last_date {
+            Some((text, t)) if text == s => Some(*t),
+            _ => {
+                let t = parse_time(s)
+                    .or_else(|| parse_date(s))
+                    .ok_or_else(|| invalid("event_date", "is not an ISO-8601 date or date-time"))?;
+                *last_date = Some((s.to_string(), t));
+                Some(t)
+            }
+        },
         _ => None,
     };
     Ok(PriceEvent {
@@ -275,6 +285,10 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     let s = s.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc));
+    }
+    // The common naive `isoformat()` shape, through chrono's fixed-format fast path.
+    if let Ok(t) = s.parse::<NaiveDateTime>() {
+        return Some(t.and_utc());
     }
     for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, format) {
