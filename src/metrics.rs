@@ -35,6 +35,8 @@ pub struct Counters {
     /// Polled events or price series left out because the API gave no usable price.
     pub source_skipped: AtomicU64,
     pub task_restarts: AtomicU64,
+    pub windows_closed: AtomicU64,
+    pub windows_late_records: AtomicU64,
 }
 
 /// Per-partition progress of the engine.
@@ -123,6 +125,8 @@ impl Metrics {
             source_errors: c.source_errors.load(Relaxed),
             source_skipped: c.source_skipped.load(Relaxed),
             task_restarts: c.task_restarts.load(Relaxed),
+            windows_closed: c.windows_closed.load(Relaxed),
+            windows_late_records: c.windows_late_records.load(Relaxed),
             latency_p50_s: q(0.5),
             latency_p99_s: q(0.99),
             latency_max_s: if h.is_empty() { 0.0 } else { h.max() as f64 / 1e6 },
@@ -179,6 +183,9 @@ pub struct Snapshot {
     pub source_errors: u64,
     pub source_skipped: u64,
     pub task_restarts: u64,
+    pub windows_closed: u64,
+    /// Records that arrived for a window already written (merged or dropped per config).
+    pub windows_late_records: u64,
     pub latency_p50_s: f64,
     pub latency_p99_s: f64,
     pub latency_max_s: f64,

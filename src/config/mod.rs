@@ -61,6 +61,7 @@ pub struct Config {
     pub postgres: PostgresConfig,
     pub pipeline: PipelineConfig,
     pub detect: DetectConfig,
+    pub windows: WindowsConfig,
     pub sources: SourcesConfig,
     pub web: WebConfig,
 }
@@ -75,6 +76,7 @@ impl Default for Config {
             postgres: PostgresConfig::default(),
             pipeline: PipelineConfig::default(),
             detect: DetectConfig::default(),
+            windows: WindowsConfig::default(),
             sources: SourcesConfig::default(),
             web: WebConfig::default(),
         }
@@ -312,6 +314,55 @@ impl Default for PipelineConfig {
             restart_window: Duration::from_secs(120),
             publish_processed: true,
         }
+    }
+}
+
+/// What to do with a record whose window has already been written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LatePolicy {
+    /// Recompute the written window from price_history, now including the record.
+    Merge,
+    /// Leave the window as written; the record is only counted.
+    Drop,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WindowsConfig {
+    /// Keep tumbling-window statistics per (event, source).
+    pub enabled: bool,
+    /// Window widths, e.g. ["1m", "1h"].
+    pub widths: Vec<String>,
+    /// Watermark = the largest event time seen − this.
+    #[serde(with = "humantime_serde")]
+    pub allowed_lateness: Duration,
+    /// A partition silent this long stops holding windows open.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    pub late_records: LatePolicy,
+}
+
+impl Default for WindowsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            widths: vec!["1m".into(), "1h".into()],
+            allowed_lateness: Duration::from_secs(600),
+            idle_timeout: Duration::from_secs(30),
+            late_records: LatePolicy::Merge,
+        }
+    }
+}
+
+impl WindowsConfig {
+    /// The widths in milliseconds; unparsable entries are reported by `validate`.
+    pub fn widths_ms(&self) -> Vec<i64> {
+        self.widths
+            .iter()
+            .filter_map(|w| humantime::parse_duration(w).ok())
+            .map(|d| d.as_millis() as i64)
+            .collect()
     }
 }
 

@@ -187,6 +187,23 @@ impl Config {
         );
         p.check(!d.rule_name.is_empty(), "detect.rule_name", "must not be empty");
 
+        let w = &self.windows;
+        for (i, width) in w.widths.iter().enumerate() {
+            let ok = humantime::parse_duration(width)
+                .is_ok_and(|d| d.as_secs() >= 1 && d.as_secs() <= 86_400 && d.subsec_nanos() == 0);
+            p.check(
+                ok,
+                &format!("windows.widths[{i}]"),
+                "must be a whole number of seconds from 1s to 1day, e.g. \"1m\"",
+            );
+        }
+        p.check(
+            !w.enabled || !w.widths.is_empty(),
+            "windows.widths",
+            "must name at least one width when windows are enabled",
+        );
+        p.positive_duration(w.idle_timeout, "windows.idle_timeout");
+
         let s = &self.sources.simulated;
         p.check(
             s.rate.is_finite() && s.rate > 0.0,

@@ -4,11 +4,13 @@
 //! ```text
 //!  IngestBatch ──► for each record: cache.observe(key, price) ──► Change ──► rules ──► Alert?
 //!                                   (updated on every event)
+//!                    └──► windows (event time, watermark) ──► closed WindowRows
 //! ```
 
 pub mod cache;
 pub mod rules;
 pub mod stage;
+pub mod windows;
 
 pub use cache::{ListingState, PriceCache};
 pub use rules::Rules;

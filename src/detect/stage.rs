@@ -3,11 +3,14 @@
 //! [`Detector::process`] is the pure hot path (one cache update, one rule check, no I/O), used
 //! by the stage task, `replay` and the benchmark alike.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::windows::{Observation, WindowKey, Windows};
 use super::{PriceCache, Rules};
 use crate::metrics::Metrics;
 use crate::model::{Alert, ChangeKind, alert_id};
@@ -85,24 +88,96 @@ impl Detector {
         c.detect_new.fetch_add(new, Relaxed);
         c.alerts_raised.fetch_add(alerts.len() as u64, Relaxed);
         DetectedBatch {
-            partition: batch.partition,
+            offset: Some((batch.partition, batch.next_offset)),
             records,
             alerts,
-            next_offset: batch.next_offset,
+            windows: Vec::new(),
+            late_windows: Vec::new(),
+            watermark: None,
             fetched_at: batch.fetched_at,
         }
     }
 }
 
-/// Run until every ingest sender is gone (shutdown) or persist has stopped.
+/// How often the idle timer looks for windows to close when no records arrive.
+const WINDOW_TICK: Duration = Duration::from_secs(1);
+
+/// Feed a detected batch's records to the windows and attach what closed.
+pub fn window_batch(windows: &mut Windows, batch: &mut DetectedBatch, metrics: &Metrics) {
+    if !windows.enabled() {
+        return;
+    }
+    let now = Instant::now();
+    let mut late: BTreeMap<WindowKey, i32> = BTreeMap::new();
+    let mut late_count = 0;
+    for p in &batch.records {
+        let e = &p.record.event;
+        let (keys, count) = windows.observe(
+            Observation {
+                event_id: &e.event_id,
+                source: &e.source,
+                listing_key: &p.listing_key,
+                price: e.price,
+                ts_ms: e.timestamp.timestamp_millis(),
+                partition: p.record.partition,
+                offset: p.record.offset,
+                kind: p.change.kind,
+            },
+            now,
+        );
+        late_count += count;
+        for k in keys {
+            *late.entry(k).or_default() += 1;
+        }
+    }
+    batch.windows = windows.advance(now);
+    batch.late_windows = late.into_iter().collect();
+    batch.watermark = windows.watermark();
+    let c = &metrics.counters;
+    c.windows_late_records.fetch_add(late_count, Relaxed);
+    c.windows_closed.fetch_add(batch.windows.len() as u64, Relaxed);
+}
+
+/// Run until every ingest sender is gone (shutdown) or persist has stopped. Open windows are
+/// not written at shutdown: they are rebuilt from price_history at the next start.
 pub async fn run(
     detector: Detector,
+    mut windows: Windows,
     mut rx: mpsc::Receiver<IngestBatch>,
     tx: mpsc::Sender<DetectedBatch>,
     metrics: Arc<Metrics>,
 ) {
-    while let Some(batch) = rx.recv().await {
-        let detected = detector.process_batch(batch, &metrics);
+    let mut tick = tokio::time::interval(WINDOW_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        // Records first: the idle timer only matters when none arrive.
+        let detected = tokio::select! {
+            biased;
+            batch = rx.recv() => match batch {
+                Some(batch) => {
+                    let mut d = detector.process_batch(batch, &metrics);
+                    window_batch(&mut windows, &mut d, &metrics);
+                    d
+                }
+                None => break,
+            },
+            _ = tick.tick(), if windows.enabled() => {
+                let closed = windows.advance(Instant::now());
+                if closed.is_empty() {
+                    continue;
+                }
+                metrics.counters.windows_closed.fetch_add(closed.len() as u64, Relaxed);
+                DetectedBatch {
+                    offset: None,
+                    records: Vec::new(),
+                    alerts: Vec::new(),
+                    windows: closed,
+                    late_windows: Vec::new(),
+                    watermark: windows.watermark(),
+                    fetched_at: Instant::now(),
+                }
+            }
+        };
         metrics.set_channel(
             "detect_to_persist",
             tx.max_capacity() - tx.capacity(),

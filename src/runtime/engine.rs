@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::detect::stage::{self as detect, Detector};
+use crate::detect::windows::Windows;
 use crate::detect::{PriceCache, Rules};
 use crate::ingest::IngestError;
 use crate::ingest::dlq::Dlq;
@@ -82,6 +83,28 @@ pub async fn run(ctx: EngineContext, cancel: CancellationToken) -> Result<(), En
         );
         stored
     };
+    let windows = {
+        let client = store::client(&ctx.pool, &cfg.postgres)
+            .await
+            .map_err(EngineError::WarmStart)?;
+        let watermark = store::windows::load_watermark(&client, cfg.instance as i32)
+            .await
+            .map_err(EngineError::WarmStart)?;
+        let mut windows = Windows::new(&cfg.windows, watermark);
+        if windows.enabled() {
+            let widest = cfg.windows.widths_ms().into_iter().max().unwrap_or(60_000);
+            let rows = store::windows::rebuild(&client, &mut windows, widest, &cfg.owned_partitions())
+                .await
+                .map_err(EngineError::WarmStart)?;
+            tracing::info!(
+                rows,
+                open = windows.open_windows(),
+                ?watermark,
+                "warm start: open windows rebuilt"
+            );
+        }
+        windows
+    };
 
     let publisher = Publisher::connect(&ctx.kafka, cfg.clone(), ctx.metrics.clone()).await?;
     publish::recover(&publisher, &ctx.pool, &stored).await?;
@@ -124,7 +147,7 @@ pub async fn run(ctx: EngineContext, cancel: CancellationToken) -> Result<(), En
     let detector = Detector::new(ctx.cache.clone(), Rules::from_config(&cfg.detect));
     let metrics = ctx.metrics.clone();
     stages.spawn(async move {
-        detect::run(detector, ingest_rx, detect_tx, metrics).await;
+        detect::run(detector, windows, ingest_rx, detect_tx, metrics).await;
         Stage::Detect
     });
     let (pool, pcfg, metrics) = (ctx.pool.clone(), cfg.clone(), ctx.metrics.clone());

@@ -5,6 +5,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 
 use crate::detect::ListingState;
+use crate::detect::windows::{WindowKey, WindowRow};
 use crate::model::{Alert, Change, PriceEvent};
 
 /// One valid raw_prices record.
@@ -38,13 +39,18 @@ pub struct Processed {
     pub state: ListingState,
 }
 
-/// detect → persist: detected records, the alerts they raised, and how far each partition got.
+/// detect → persist: detected records, the alerts they raised, the windows they closed, and how
+/// far their partition got (`None` for a batch of windows closed by the idle timer alone).
 #[derive(Debug)]
 pub struct DetectedBatch {
-    pub partition: i32,
+    pub offset: Option<(i32, i64)>,
     pub records: Vec<Processed>,
     pub alerts: Vec<Alert>,
-    pub next_offset: i64,
+    pub windows: Vec<WindowRow>,
+    /// Written windows to recompute because late records arrived for them (with the count).
+    pub late_windows: Vec<(WindowKey, i32)>,
+    /// The windows' watermark after this batch (milliseconds).
+    pub watermark: Option<i64>,
     pub fetched_at: Instant,
 }
 

@@ -18,10 +18,16 @@ pub struct Migration {
 }
 
 /// ConScope's migrations, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    file: "001_core.sql",
-    sql: include_str!("../../sql/001_core.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        file: "001_core.sql",
+        sql: include_str!("../../sql/001_core.sql"),
+    },
+    Migration {
+        file: "004_windows.sql",
+        sql: include_str!("../../sql/004_windows.sql"),
+    },
+];
 
 /// Arbitrary constant naming ConScope's migration lock.
 const LOCK_KEY: i64 = 0x0C0_5C0BE;
@@ -116,7 +122,7 @@ fn version_of(file: &str) -> Result<i32, StoreError> {
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| StoreError::Migration {
             file: file.into(),
-            reason: "file name must start with a number, e.g. 002_windows.sql".into(),
+            reason: "file name must start with a number, e.g. 004_windows.sql".into(),
         })
 }
 

@@ -4,6 +4,7 @@
 pub mod migrate;
 pub mod offsets;
 pub mod persist;
+pub mod windows;
 pub mod writer;
 
 use std::time::Duration;

@@ -14,9 +14,10 @@ use deadpool_postgres::Pool;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{StoreError, writer};
+use super::{StoreError, windows, writer};
 use crate::backoff::Backoff;
 use crate::config::Config;
+use crate::detect::windows::{WindowKey, WindowRow};
 use crate::metrics::Metrics;
 use crate::runtime::messages::{CommittedBatch, DetectedBatch};
 
@@ -24,18 +25,28 @@ use crate::runtime::messages::{CommittedBatch, DetectedBatch};
 struct Pending {
     batch: CommittedBatch,
     offsets: BTreeMap<i32, i64>,
+    windows: Vec<WindowRow>,
+    late_windows: BTreeMap<WindowKey, i32>,
+    watermark: Option<i64>,
 }
 
 impl Pending {
     fn add(&mut self, d: DetectedBatch) {
         self.batch.records.extend(d.records);
         self.batch.alerts.extend(d.alerts);
-        let o = self.offsets.entry(d.partition).or_insert(d.next_offset);
-        *o = (*o).max(d.next_offset);
+        if let Some((partition, next)) = d.offset {
+            let o = self.offsets.entry(partition).or_insert(next);
+            *o = (*o).max(next);
+        }
+        self.windows.extend(d.windows);
+        for (k, n) in d.late_windows {
+            *self.late_windows.entry(k).or_default() += n;
+        }
+        self.watermark = self.watermark.max(d.watermark);
     }
 
     fn is_empty(&self) -> bool {
-        self.offsets.is_empty()
+        self.offsets.is_empty() && self.windows.is_empty() && self.late_windows.is_empty()
     }
 }
 
@@ -63,7 +74,7 @@ pub async fn run(
         if let Some(d) = next {
             pending.add(d);
             deadline.get_or_insert(flush_at);
-            if pending.batch.records.len() < max {
+            if pending.batch.records.len() < max && pending.windows.is_empty() {
                 continue;
             }
         }
@@ -134,6 +145,20 @@ async fn write_once(pool: &Pool, cfg: &Config, topic: &str, pending: &Pending) -
         &pending.offsets,
     )
     .await?;
+    // Windows closed by these records commit with them (and with their offsets).
+    let instance = cfg.instance as i32;
+    windows::upsert(&tx, instance, &pending.windows).await?;
+    if !pending.late_windows.is_empty() {
+        let late: Vec<(WindowKey, i32)> = pending
+            .late_windows
+            .iter()
+            .map(|(k, n)| (k.clone(), *n))
+            .collect();
+        windows::recompute(&tx, instance, &cfg.owned_partitions(), &late).await?;
+    }
+    if let Some(wm) = pending.watermark {
+        windows::store_watermark(&tx, instance, wm).await?;
+    }
     tx.commit().await.map_err(StoreError::query("commit"))?;
     Ok(())
 }

@@ -1,0 +1,351 @@
+//! Tumbling-window price statistics per (event, source, width), on event time.
+//!
+//! Each record lands in one window per configured width, chosen by its own timestamp, so
+//! out-of-order records still land in the right window. The watermark is the largest event time
+//! seen − `allowed_lateness`, taken as the minimum over the partitions that are active: a
+//! partition silent for `idle_timeout` (wall clock) stops holding windows open; when every
+//! partition is silent, the largest event time of any partition counts. The watermark never
+//! moves back. A window is written once the watermark passes its end; a record for a window
+//! already written is *late*: counted, and merged into the written window or dropped as
+//! configured.
+//!
+//! First and last price are by (event time, partition, offset), so a window's numbers do not
+//! depend on the order records were processed in, which makes a rebuilt window (after a
+//! restart) equal to an uninterrupted one. Distinct listings are tracked as 64-bit hashes of
+//! the listing key.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use crate::config::{LatePolicy, WindowsConfig};
+use crate::model::ChangeKind;
+
+/// Which window: event, source, width and start (milliseconds since the epoch).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WindowKey {
+    pub event_id: String,
+    pub source: String,
+    pub width_ms: i64,
+    pub start_ms: i64,
+}
+
+/// One observation as windows need it (from a live record or a stored row).
+#[derive(Debug, Clone, Copy)]
+pub struct Observation<'a> {
+    pub event_id: &'a str,
+    pub source: &'a str,
+    pub listing_key: &'a str,
+    pub price: i64,
+    pub ts_ms: i64,
+    pub partition: i32,
+    pub offset: i64,
+    pub kind: ChangeKind,
+}
+
+/// (event time, partition, offset, price): ordering decides first and last.
+type Stamp = (i64, i32, i64, i64);
+
+#[derive(Debug, Clone)]
+struct Agg {
+    observations: i64,
+    listings: HashSet<u64>,
+    min: i64,
+    max: i64,
+    sum: i64,
+    first: Stamp,
+    last: Stamp,
+    drops: i32,
+    rises: i32,
+}
+
+/// A finished window, ready to be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowRow {
+    pub key: WindowKey,
+    pub observations: i64,
+    pub distinct_listings: i32,
+    pub min: i64,
+    pub max: i64,
+    pub sum: i64,
+    pub first_price: i64,
+    pub last_price: i64,
+    pub first_at_ms: i64,
+    pub last_at_ms: i64,
+    pub drops: i32,
+    pub rises: i32,
+}
+
+#[derive(Debug)]
+pub struct Windows {
+    widths: Vec<i64>,
+    lateness_ms: i64,
+    idle: Duration,
+    policy: LatePolicy,
+    open: HashMap<WindowKey, Agg>,
+    /// Per partition: largest event time seen and when it last had a record.
+    clocks: HashMap<i32, (i64, Instant)>,
+    watermark: i64,
+    hasher: ahash::RandomState,
+}
+
+impl Windows {
+    /// Windows resuming after `watermark` (milliseconds), or from scratch.
+    pub fn new(cfg: &WindowsConfig, watermark: Option<i64>) -> Self {
+        Self {
+            widths: if cfg.enabled { cfg.widths_ms() } else { Vec::new() },
+            lateness_ms: cfg.allowed_lateness.as_millis() as i64,
+            idle: cfg.idle_timeout,
+            policy: cfg.late_records,
+            open: HashMap::new(),
+            clocks: HashMap::new(),
+            watermark: watermark.unwrap_or(i64::MIN),
+            // Fixed seeds: hashes must be the same for a live record and its stored row.
+            hasher: ahash::RandomState::with_seeds(1, 2, 3, 4),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        !self.widths.is_empty()
+    }
+
+    pub fn watermark(&self) -> Option<i64> {
+        (self.watermark != i64::MIN).then_some(self.watermark)
+    }
+
+    pub fn open_windows(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Add a live record. Returns the written windows it was late for (to be merged when the
+    /// policy says so; empty under `drop`) and how many windows it was late for.
+    pub fn observe(&mut self, o: Observation<'_>, now: Instant) -> (Vec<WindowKey>, u64) {
+        if !self.enabled() {
+            return (Vec::new(), 0);
+        }
+        let clock = self.clocks.entry(o.partition).or_insert((o.ts_ms, now));
+        clock.0 = clock.0.max(o.ts_ms);
+        clock.1 = now;
+        let mut late = Vec::new();
+        let mut late_count = 0;
+        for i in 0..self.widths.len() {
+            let key = self.key(&o, self.widths[i]);
+            if key.start_ms + key.width_ms <= self.watermark {
+                late_count += 1;
+                if self.policy == LatePolicy::Merge {
+                    late.push(key);
+                }
+            } else {
+                self.add(key, &o);
+            }
+        }
+        (late, late_count)
+    }
+
+    /// Add a stored row while rebuilding open windows at start: windows already written
+    /// (ending at or before the watermark) are skipped.
+    pub fn replay(&mut self, o: Observation<'_>) {
+        for i in 0..self.widths.len() {
+            let key = self.key(&o, self.widths[i]);
+            if key.start_ms + key.width_ms > self.watermark {
+                self.add(key, &o);
+            }
+        }
+    }
+
+    fn key(&self, o: &Observation<'_>, width: i64) -> WindowKey {
+        WindowKey {
+            event_id: o.event_id.to_string(),
+            source: o.source.to_string(),
+            width_ms: width,
+            start_ms: o.ts_ms.div_euclid(width) * width,
+        }
+    }
+
+    fn add(&mut self, key: WindowKey, o: &Observation<'_>) {
+        let stamp = (o.ts_ms, o.partition, o.offset, o.price);
+        let hash = self.hasher.hash_one(o.listing_key);
+        let agg = self.open.entry(key).or_insert_with(|| Agg {
+            observations: 0,
+            listings: HashSet::new(),
+            min: i64::MAX,
+            max: i64::MIN,
+            sum: 0,
+            first: stamp,
+            last: stamp,
+            drops: 0,
+            rises: 0,
+        });
+        agg.observations += 1;
+        agg.listings.insert(hash);
+        agg.min = agg.min.min(o.price);
+        agg.max = agg.max.max(o.price);
+        agg.sum += o.price;
+        agg.first = agg.first.min(stamp);
+        agg.last = agg.last.max(stamp);
+        match o.kind {
+            ChangeKind::Drop => agg.drops += 1,
+            ChangeKind::Increase => agg.rises += 1,
+            ChangeKind::New | ChangeKind::Unchanged => {}
+        }
+    }
+
+    /// Move the watermark and hand out every window it has passed, in key order.
+    pub fn advance(&mut self, now: Instant) -> Vec<WindowRow> {
+        let active: Vec<i64> = self
+            .clocks
+            .values()
+            .filter(|(_, last)| now.duration_since(*last) < self.idle)
+            .map(|(t, _)| *t)
+            .collect();
+        let candidate = match active.iter().min() {
+            Some(t) => *t,
+            None => match self.clocks.values().map(|(t, _)| *t).max() {
+                Some(t) => t,
+                None => return Vec::new(),
+            },
+        };
+        self.watermark = self.watermark.max(candidate.saturating_sub(self.lateness_ms));
+        let wm = self.watermark;
+        let due: Vec<WindowKey> = self
+            .open
+            .keys()
+            .filter(|k| k.start_ms + k.width_ms <= wm)
+            .cloned()
+            .collect();
+        let mut rows: Vec<WindowRow> = due
+            .into_iter()
+            .filter_map(|k| self.open.remove(&k).map(|agg| (k, agg)))
+            .map(|(key, a)| WindowRow {
+                key,
+                observations: a.observations,
+                distinct_listings: a.listings.len() as i32,
+                min: a.min,
+                max: a.max,
+                sum: a.sum,
+                first_price: a.first.3,
+                last_price: a.last.3,
+                first_at_ms: a.first.0,
+                last_at_ms: a.last.0,
+                drops: a.drops,
+                rises: a.rises,
+            })
+            .collect();
+        rows.sort_by(|a, b| a.key.cmp(&b.key));
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000;
+
+    fn cfg(policy: LatePolicy) -> WindowsConfig {
+        WindowsConfig {
+            enabled: true,
+            widths: vec!["1m".into()],
+            allowed_lateness: Duration::from_secs(120),
+            idle_timeout: Duration::from_secs(30),
+            late_records: policy,
+        }
+    }
+
+    fn obs(listing: &str, price: i64, ts_ms: i64, partition: i32, offset: i64) -> Observation<'_> {
+        Observation {
+            event_id: "e",
+            source: "mock",
+            listing_key: listing,
+            price,
+            ts_ms,
+            partition,
+            offset,
+            kind: ChangeKind::New,
+        }
+    }
+
+    #[test]
+    fn out_of_order_records_land_in_their_own_window_and_close_after_the_watermark() {
+        let now = Instant::now();
+        let mut w = Windows::new(&cfg(LatePolicy::Merge), None);
+        w.observe(obs("a", 100, 10_000, 0, 0), now);
+        w.observe(obs("b", 50, MIN + 5_000, 0, 1), now);
+        w.observe(obs("c", 70, 30_000, 0, 2), now); // out of order, within lateness
+        assert!(
+            w.advance(now).is_empty(),
+            "watermark is still before the first window's end"
+        );
+        w.observe(obs("a", 80, 3 * MIN + 1, 0, 3), now); // watermark → 1 min: window 0 closes
+        let rows = w.advance(now);
+        assert_eq!(rows.len(), 1);
+        let r = &rows[0];
+        assert_eq!((r.key.start_ms, r.observations, r.distinct_listings), (0, 2, 2));
+        assert_eq!(
+            (r.min, r.max, r.sum, r.first_price, r.last_price),
+            (70, 100, 170, 100, 70)
+        );
+        assert_eq!(w.open_windows(), 2);
+    }
+
+    #[test]
+    fn a_record_for_a_written_window_is_late_and_reported_per_policy() {
+        let now = Instant::now();
+        for (policy, merged) in [(LatePolicy::Merge, 1), (LatePolicy::Drop, 0)] {
+            let mut w = Windows::new(&cfg(policy), None);
+            w.observe(obs("a", 100, 10_000, 0, 0), now);
+            w.observe(obs("a", 90, 10 * MIN, 0, 1), now);
+            assert_eq!(w.advance(now).len(), 1);
+            let (late, count) = w.observe(obs("z", 60, 20_000, 0, 2), now);
+            assert_eq!(count, 1);
+            assert_eq!(late.len(), merged);
+            assert!(w.advance(now).is_empty(), "a late record never reopens a window");
+        }
+    }
+
+    #[test]
+    fn a_silent_partition_holds_windows_open_until_its_idle_timeout() {
+        let start = Instant::now();
+        let mut w = Windows::new(&cfg(LatePolicy::Merge), None);
+        w.observe(obs("a", 100, 10_000, 1, 0), start); // partition 1, then silent
+        w.observe(obs("b", 100, 20_000, 0, 0), start);
+        w.observe(obs("b", 100, 10 * MIN, 0, 1), start);
+        assert!(
+            w.advance(start).is_empty(),
+            "partition 1 holds the watermark back"
+        );
+        let later = start + Duration::from_secs(31);
+        w.observe(obs("b", 100, 10 * MIN + 1, 0, 2), later);
+        let rows = w.advance(later);
+        assert_eq!(rows.len(), 1, "partition 1 went idle: window 0 closes");
+        assert_eq!(rows[0].observations, 2);
+    }
+
+    #[test]
+    fn replayed_rows_rebuild_only_open_windows() {
+        let now = Instant::now();
+        let mut live = Windows::new(&cfg(LatePolicy::Merge), None);
+        let records = [
+            obs("a", 100, 10_000, 0, 0),
+            obs("b", 90, 4 * MIN + 1, 0, 1),
+            obs("a", 80, 4 * MIN + 2, 0, 2),
+            obs("c", 70, 5 * MIN, 0, 3),
+            obs("d", 60, 9 * MIN, 0, 4),
+        ];
+        for r in &records[..3] {
+            live.observe(*r, now);
+        }
+        let written = live.advance(now);
+        let wm = live.watermark();
+        // A restart after the first three: rebuild from stored rows, continue.
+        let mut rebuilt = Windows::new(&cfg(LatePolicy::Merge), wm);
+        for r in &records[..3] {
+            rebuilt.replay(*r);
+        }
+        for r in &records[3..] {
+            live.observe(*r, now);
+            rebuilt.observe(*r, now);
+        }
+        assert_eq!(written.len(), 1);
+        assert_eq!(live.advance(now), rebuilt.advance(now));
+    }
+}
