@@ -10,6 +10,7 @@
 //! unknown fields, so a typo is an error naming the key. Secrets are [`Secret`] values whose
 //! `Debug` is redacted; `check-config` prints through [`Config::redacted_toml`].
 
+mod alert;
 mod env;
 mod secret;
 mod validate;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use alert::{AlertConfig, NotifierConfig, NotifierKind, RateLimit, StartFrom, redact_webhook_url};
 pub use secret::{Secret, redact_url};
 pub use validate::Problem;
 
@@ -61,6 +63,7 @@ pub struct Config {
     pub detect: DetectConfig,
     pub sources: SourcesConfig,
     pub web: WebConfig,
+    pub alert: AlertConfig,
 }
 
 impl Default for Config {
@@ -75,6 +78,7 @@ impl Default for Config {
             detect: DetectConfig::default(),
             sources: SourcesConfig::default(),
             web: WebConfig::default(),
+            alert: AlertConfig::default(),
         }
     }
 }
@@ -444,6 +448,7 @@ impl Config {
         let mut copy = self.clone();
         copy.postgres.url = Secret::new(redact_url(copy.postgres.url.expose()));
         copy.web.api_token = copy.web.api_token.redacted_marker();
+        copy.alert = copy.alert.redacted();
         toml::to_string_pretty(&copy).unwrap_or_else(|e| format!("# cannot print config: {e}"))
     }
 
