@@ -73,6 +73,8 @@ pub enum AlertError {
     Store(#[from] StoreError),
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
+    #[error("notifier: {0}")]
+    Notifier(String),
     #[error("alert task part `{0}` panicked")]
     Panicked(String),
 }

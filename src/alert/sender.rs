@@ -123,6 +123,17 @@ pub async fn run(ctx: SenderContext, cancel: CancellationToken) -> Result<(), Al
             break;
         }
         if let Some(d) = &disabled {
+            // `conscope watch test` enables a channel again when its webhook answers 2xx.
+            let still = with_db(&ctx, "read notifier_state", |c| {
+                let (channel, fp) = (channel.clone(), fp.clone());
+                async move { queue::disabled(&**c, &channel, &fp).await }
+            })
+            .await?;
+            if still.is_none() {
+                tracing::info!(channel, "notifier enabled again");
+                disabled = None;
+                continue;
+            }
             let reason = format!("channel disabled: its webhook answered HTTP {}", d.http_status);
             let n = with_db(&ctx, "disable deliveries", |c| {
                 let (channel, reason) = (channel.clone(), reason.clone());

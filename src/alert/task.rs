@@ -48,8 +48,8 @@ pub fn notifier(cfg: &Config, name: &str, http: reqwest::Client) -> Result<Notif
         .alert
         .notifiers
         .get(name)
-        .ok_or_else(|| AlertError::Http(format!("no channel `{name}` in [alert.notifiers]")))?;
-    Notifier::new(name, n, http, &cfg.detect).map_err(AlertError::Http)
+        .ok_or_else(|| AlertError::Notifier(format!("no channel `{name}` in [alert.notifiers]")))?;
+    Notifier::new(name, n, http, &cfg.detect).map_err(AlertError::Notifier)
 }
 
 /// Run the alert task until `cancel` fires or a part of it fails.

@@ -169,8 +169,8 @@ pub struct Reply {
     pub hint: RateHint,
 }
 
-/// One configured channel, ready to send.
-#[derive(Debug, Clone)]
+/// One configured channel, ready to send. Its `Debug` shows the URL redacted.
+#[derive(Clone)]
 pub struct Notifier {
     pub name: String,
     pub kind: NotifierKind,
@@ -178,6 +178,17 @@ pub struct Notifier {
     headers: HeaderMap,
     client: reqwest::Client,
     detect: DetectConfig,
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("url", &self.redacted_url())
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Notifier {
@@ -437,6 +448,29 @@ mod tests {
             ("x-ratelimit-reset-after", "1.5"),
         ]));
         assert_eq!(hint.pause(), None);
+    }
+
+    #[test]
+    fn debug_never_shows_the_webhook_token_or_header_values() {
+        let cfg = NotifierConfig {
+            kind: NotifierKind::Discord,
+            url: crate::config::Secret::new("https://discord.com/api/webhooks/1/tok-secret"),
+            headers: [(
+                "Authorization".to_string(),
+                crate::config::Secret::new("Bearer hdr-secret"),
+            )]
+            .into_iter()
+            .collect(),
+            rate_limits: None,
+        };
+        let n =
+            Notifier::new("ops", &cfg, reqwest::Client::new(), &DetectConfig::default()).expect("notifier");
+        let text = format!("{n:?}");
+        assert!(
+            !text.contains("tok-secret") && !text.contains("hdr-secret"),
+            "{text}"
+        );
+        assert!(text.contains("https://discord.com/<redacted>"), "{text}");
     }
 
     #[test]
