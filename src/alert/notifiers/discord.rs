@@ -24,7 +24,7 @@ pub const MAX_FIELDS: usize = 25;
 pub const MAX_FIELD_NAME: usize = 256;
 pub const MAX_FIELD_VALUE: usize = 1024;
 pub const MAX_FOOTER: usize = 2048;
-/// Leave room for a budget that guarantees one full embed still fits a message.
+/// One embed alone must fit a message.
 const MAX_EMBED_TEXT: usize = MAX_TOTAL;
 
 const GREEN: u32 = 3_066_993;

@@ -47,7 +47,7 @@ fn blocks(m: &AlertMessage, detect: &DetectConfig) -> (Vec<Value>, String) {
         escape(&format::rule_text(m, detect)),
         a.alert_id
     );
-    let fallback = format!("{title}: now {}", format::money(a.new_price));
+    let fallback = format!("{}: now {}", escape(&title), format::money(a.new_price));
     let blocks = vec![
         json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&title, MAX_HEADER)}}),
         json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(&lines.join("\n"), MAX_SECTION)}}),
