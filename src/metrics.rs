@@ -32,6 +32,8 @@ pub struct Counters {
     pub publish_errors: AtomicU64,
     pub source_records: AtomicU64,
     pub source_errors: AtomicU64,
+    /// Polled events or price series left out because the API gave no usable price.
+    pub source_skipped: AtomicU64,
     pub task_restarts: AtomicU64,
     /// Alert-topic records the alert task evaluated (price_alerts and processed_prices).
     pub alert_records: AtomicU64,
@@ -130,6 +132,7 @@ impl Metrics {
             publish_errors: c.publish_errors.load(Relaxed),
             source_records: c.source_records.load(Relaxed),
             source_errors: c.source_errors.load(Relaxed),
+            source_skipped: c.source_skipped.load(Relaxed),
             task_restarts: c.task_restarts.load(Relaxed),
             alert_records: c.alert_records.load(Relaxed),
             alert_watch_fired: c.alert_watch_fired.load(Relaxed),
@@ -192,6 +195,7 @@ pub struct Snapshot {
     pub publish_errors: u64,
     pub source_records: u64,
     pub source_errors: u64,
+    pub source_skipped: u64,
     pub task_restarts: u64,
     pub alert_records: u64,
     pub alert_watch_fired: u64,

@@ -13,6 +13,7 @@
 mod alert;
 mod env;
 mod secret;
+mod sources;
 mod validate;
 
 use std::path::Path;
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub use alert::{AlertConfig, NotifierConfig, NotifierKind, RateLimit, StartFrom, redact_webhook_url};
 pub use secret::{Secret, redact_url};
+pub use sources::{SeatGeekConfig, TicketmasterConfig};
 pub use validate::Problem;
 
 /// Why a configuration could not be used. Each variant is one clear sentence for the user.
@@ -217,6 +219,9 @@ pub struct KafkaConfig {
     pub fetch_max_wait_ms: i32,
     /// Cap on the bytes one fetch returns per partition, which bounds memory with a backlog.
     pub fetch_max_bytes: i32,
+    /// A record bigger than `fetch_max_bytes` is fetched alone with up to this many bytes; one
+    /// bigger still is sent to the DLQ as unreadable (its offset still advances).
+    pub fetch_max_record_bytes: i32,
     pub offset_out_of_range: OffsetReset,
     pub backoff: BackoffConfig,
     pub topics: TopicsConfig,
@@ -230,6 +235,7 @@ impl Default for KafkaConfig {
             request_timeout: Duration::from_secs(10),
             fetch_max_wait_ms: 20,
             fetch_max_bytes: 1024 * 1024,
+            fetch_max_record_bytes: 16 * 1024 * 1024,
             offset_out_of_range: OffsetReset::Fail,
             backoff: BackoffConfig::default(),
             topics: TopicsConfig::default(),
@@ -341,6 +347,8 @@ impl Default for DetectConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct SourcesConfig {
     pub simulated: SimulatedConfig,
+    pub seatgeek: SeatGeekConfig,
+    pub ticketmaster: TicketmasterConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -448,6 +456,7 @@ impl Config {
         let mut copy = self.clone();
         copy.postgres.url = Secret::new(redact_url(copy.postgres.url.expose()));
         copy.web.api_token = copy.web.api_token.redacted_marker();
+        copy.sources.redact_secrets();
         copy.alert = copy.alert.redacted();
         toml::to_string_pretty(&copy).unwrap_or_else(|e| format!("# cannot print config: {e}"))
     }

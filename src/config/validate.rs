@@ -21,10 +21,10 @@ impl fmt::Display for Problem {
 }
 
 #[derive(Default)]
-struct Problems(Vec<Problem>);
+pub(super) struct Problems(Vec<Problem>);
 
 impl Problems {
-    fn check(&mut self, ok: bool, key: &str, message: &str) {
+    pub(super) fn check(&mut self, ok: bool, key: &str, message: &str) {
         if !ok {
             self.0.push(Problem {
                 key: key.to_string(),
@@ -33,11 +33,11 @@ impl Problems {
         }
     }
 
-    fn positive_duration(&mut self, value: Duration, key: &str) {
+    pub(super) fn positive_duration(&mut self, value: Duration, key: &str) {
         self.check(!value.is_zero(), key, "must be longer than zero");
     }
 
-    fn backoff(&mut self, b: &BackoffConfig, key: &str) {
+    pub(super) fn backoff(&mut self, b: &BackoffConfig, key: &str) {
         self.positive_duration(b.initial, &format!("{key}.initial"));
         self.check(
             b.max >= b.initial,
@@ -93,6 +93,11 @@ impl Config {
             k.fetch_max_bytes >= 1024,
             "kafka.fetch_max_bytes",
             "must be at least 1024 bytes",
+        );
+        p.check(
+            k.fetch_max_record_bytes >= k.fetch_max_bytes,
+            "kafka.fetch_max_record_bytes",
+            "must be at least kafka.fetch_max_bytes",
         );
         p.backoff(&k.backoff, "kafka.backoff");
         let mut names = Vec::new();
@@ -205,6 +210,8 @@ impl Config {
             "sources.simulated.max_step",
             "must be between 0 and 1 (exclusive)",
         );
+
+        super::sources::validate(&self.sources, &mut p);
 
         p.check(
             self.web.listen.parse::<SocketAddr>().is_ok(),

@@ -77,14 +77,14 @@ pub async fn run_partition(
     tracing::info!(topic, partition, next_offset = next, "ingest started");
     let mut parser = Parser::new();
     let max_wait = ctx.cfg.fetch_max_wait_ms;
-    let bytes = 1..ctx.cfg.fetch_max_bytes;
+    let mut max_bytes = ctx.cfg.fetch_max_bytes;
     loop {
         // Cancellation first: on shutdown stop fetching at once; nothing fetched is lost, it
         // simply was not committed and is read again after restart.
         let fetched = tokio::select! {
             biased;
             () = cancel.cancelled() => break,
-            r = tokio::time::timeout(timeout, pc.fetch_records(next, bytes.clone(), max_wait)) => r,
+            r = tokio::time::timeout(timeout, pc.fetch_records(next, 1..max_bytes, max_wait)) => r,
         };
         let (records, high_watermark) = match fetched {
             Ok(Ok(ok)) => {
@@ -122,6 +122,19 @@ pub async fn run_partition(
             }
         };
         progress.high_watermark.store(high_watermark, Relaxed);
+        if records.iter().all(|r| r.offset < next) && high_watermark > next {
+            // Nothing came back although records exist: the next one is larger than the limit
+            // (a broker need not return an oversized first record). Fetch it alone with a
+            // larger limit; past the cap, record it in the DLQ as unreadable and move on.
+            if max_bytes < ctx.cfg.fetch_max_record_bytes {
+                max_bytes = max_bytes.saturating_mul(4).min(ctx.cfg.fetch_max_record_bytes);
+                continue;
+            }
+            unreadable(&ctx, partition, next, max_bytes).await?;
+            next += 1;
+            continue;
+        }
+        max_bytes = ctx.cfg.fetch_max_bytes;
         let fetched_at = Instant::now();
         let mut good = Vec::with_capacity(records.len());
         let mut bad = Vec::new();
@@ -179,6 +192,35 @@ pub async fn run_partition(
         next = last + 1;
     }
     tracing::info!(topic, partition, next_offset = next, "ingest stopped");
+    Ok(())
+}
+
+/// Hand the DLQ a record saying `offset` could not be fetched, and skip it.
+async fn unreadable(ctx: &ReaderContext, partition: i32, offset: i64, limit: i32) -> Result<(), IngestError> {
+    tracing::warn!(
+        partition,
+        offset,
+        limit,
+        "record too large to fetch; recorded in the DLQ and skipped"
+    );
+    ctx.metrics.counters.ingest_records.fetch_add(1, Relaxed);
+    let record = DlqRecord {
+        key: None,
+        value: None,
+        error: format!("record at offset {offset} is larger than {limit} bytes and could not be fetched"),
+        source_partition: partition,
+        source_offset: offset,
+        timestamp: chrono::Utc::now(),
+    };
+    ctx.dlq.send(vec![record]).await?;
+    // The skip must reach the offsets too: an empty batch carries the new position.
+    let batch = IngestBatch {
+        partition,
+        records: Vec::new(),
+        next_offset: offset + 1,
+        fetched_at: Instant::now(),
+    };
+    let _ = ctx.tx.send(batch).await;
     Ok(())
 }
 

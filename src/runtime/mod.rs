@@ -23,6 +23,7 @@
 
 pub mod engine;
 pub mod messages;
+mod pollers;
 pub mod report;
 pub mod supervisor;
 
@@ -124,6 +125,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
             }
         });
     }
+    pollers::spawn(&mut sup, &cfg, &client, &metrics);
     tracing::info!(
         instance = cfg.instance,
         instances = cfg.instances,

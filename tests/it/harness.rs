@@ -340,3 +340,208 @@ pub fn event_json(event_id: &str, listing: &str, price: f64) -> Vec<u8> {
 pub async fn pool(cfg: &Config) -> deadpool_postgres::Pool {
     store::pool(&cfg.postgres).expect("pool")
 }
+
+/// A free TCP port on loopback (best effort: bound, then released).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+fn wait_port(port: u16, within: Duration) -> Result<()> {
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        anyhow::ensure!(
+            started.elapsed() < within,
+            "port {port} did not open within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A private PostgreSQL cluster a test may stop and start (outage tests).
+pub struct PrivatePg {
+    pub dir: PathBuf,
+    pub port: u16,
+}
+
+impl PrivatePg {
+    pub fn start() -> Result<Self> {
+        let dir = std::env::temp_dir().join(unique("conscope_pg"));
+        std::fs::create_dir_all(&dir)?;
+        let as_postgres = |args: &[&str]| -> Result<()> {
+            let status = Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()?;
+            anyhow::ensure!(status.success(), "{args:?} failed");
+            Ok(())
+        };
+        Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&dir)
+            .status()?;
+        let d = dir.to_string_lossy().to_string();
+        as_postgres(&[
+            &format!("{PG_BIN}/initdb"),
+            "-D",
+            &d,
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+        ])?;
+        let pg = Self {
+            dir,
+            port: free_port(),
+        };
+        pg.resume()?;
+        Ok(pg)
+    }
+
+    fn ctl(&self, args: &[&str]) -> Result<()> {
+        let d = self.dir.to_string_lossy().to_string();
+        let status = Command::new("runuser")
+            .args(["-u", "postgres", "--", &format!("{PG_BIN}/pg_ctl"), "-D", &d])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        anyhow::ensure!(status.success(), "pg_ctl {args:?} failed");
+        Ok(())
+    }
+
+    pub fn resume(&self) -> Result<()> {
+        let d = self.dir.to_string_lossy().to_string();
+        let log = format!("{d}/log");
+        let opts = format!("-p {} -k {d} -c listen_addresses=127.0.0.1", self.port);
+        self.ctl(&["-l", &log, "-o", &opts, "-w", "start"])
+    }
+
+    pub fn pause(&self) -> Result<()> {
+        self.ctl(&["-m", "fast", "-w", "stop"])
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub async fn create_db(&self, name: &str) -> Result<String> {
+        let (c, conn) = tokio_postgres::connect(&self.admin_url(), NoTls).await?;
+        tokio::spawn(conn);
+        c.batch_execute(&format!("CREATE DATABASE {name}")).await?;
+        Ok(format!("postgres://postgres@127.0.0.1:{}/{name}", self.port))
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let _ = self.ctl(&["-m", "immediate", "stop"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A private Tansu broker a test may stop and start (outage tests).
+pub struct PrivateBroker {
+    pub dir: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateBroker {
+    pub fn start() -> Result<Self> {
+        let dir = std::env::temp_dir().join(unique("conscope_broker"));
+        std::fs::create_dir_all(&dir)?;
+        let mut b = Self {
+            dir,
+            port: free_port(),
+            child: None,
+        };
+        b.resume()?;
+        Ok(b)
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn resume(&mut self) -> Result<()> {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::File::create(self.dir.join("broker.log"))?;
+        let tansu = std::env::var("HOME")
+            .map(|h| PathBuf::from(h).join(".cargo/bin/tansu"))
+            .ok()
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| PathBuf::from("tansu"));
+        let child = Command::new(tansu)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        self.child = Some(child);
+        wait_port(self.port, Duration::from_secs(30))
+    }
+
+    pub fn pause(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.pause();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Resident memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Produce `n` simulated observations (deterministic for `seed`) to raw_prices.
+pub async fn produce_feed(
+    client: &rskafka::client::Client,
+    cfg: &Config,
+    n: u64,
+    seed: u64,
+    listings: u32,
+) -> Result<()> {
+    let mut sim = cfg.sources.simulated.clone();
+    sim.seed = seed;
+    sim.listings = listings;
+    let token = tokio_util::sync::CancellationToken::new();
+    conscope::sources::simulated::produce(client, cfg, &sim, Some(n), None, &token, |_| {}).await?;
+    Ok(())
+}
+
+/// Run the engine in-process until its offsets reach the high watermarks, then shut it down.
+pub async fn run_to_end(cfg: &Config, db: &TestDb, client: &rskafka::client::Client) -> Result<()> {
+    let targets = high_watermarks(client, cfg).await?;
+    let token = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(conscope::runtime::run(cfg.clone(), token.clone()));
+    let waited = wait_for_offsets(db, cfg, &targets, Duration::from_secs(120)).await;
+    token.cancel();
+    task.await??;
+    waited
+}

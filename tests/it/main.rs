@@ -4,4 +4,6 @@
 mod harness;
 
 mod alerting;
+mod engine;
 mod foundation;
+mod pollers;

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# test.sh — ConScope's full test run, also on a fresh machine: install what is missing (Tansu,
+# PostgreSQL 15, Chromium when CONSCOPE_BROWSER_TESTS=1), start the local broker and Postgres,
+# then run every test target against them.
+#
+# Usage: scripts/test.sh [extra arguments for `cargo test`]
+#   CONSCOPE_BROWSER_TESTS=1  also install Chromium for the dashboard browser tests
+#   CONSCOPE_SOAK=1           enable the long soak tests (read by the tests themselves)
+#   DATABASE_URL=...          use an existing Postgres instead of a private cluster
+# Exits with cargo's exit code.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+INFRA="$ROOT/scripts/local-infra.sh"
+
+section() { printf '\n==== %s ====\n' "$*"; }
+
+as_root() {
+  if [[ $EUID -eq 0 ]]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    printf 'error: need root to run: %s\n' "$*" >&2
+    exit 1
+  fi
+}
+
+ensure_rust() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    if [[ -x ${CARGO_HOME:-$HOME/.cargo}/bin/cargo ]]; then
+      PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+      export PATH
+    else
+      printf 'error: cargo not found; install Rust from https://rustup.rs\n' >&2
+      exit 1
+    fi
+  fi
+  cargo --version
+}
+
+ensure_tansu() {
+  bash "$INFRA" install broker
+}
+
+ensure_postgres() {
+  bash "$INFRA" install postgres
+}
+
+ensure_chromium() {
+  local bin
+  for bin in chromium chromium-browser google-chrome; do
+    if command -v "$bin" >/dev/null 2>&1; then
+      printf 'chromium: %s\n' "$("$bin" --version 2>/dev/null || echo "$bin")"
+      return 0
+    fi
+  done
+  printf 'chromium: installing with apt-get\n'
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+}
+
+section "Tools"
+ensure_rust
+ensure_tansu
+ensure_postgres
+if [[ ${CONSCOPE_BROWSER_TESTS:-0} == 1 ]]; then
+  ensure_chromium
+fi
+
+section "Local infrastructure"
+bash "$INFRA" start
+
+set -a
+# shellcheck source=/dev/null
+. .local/env
+set +a
+
+section "cargo test --all-targets --locked${*:+ $*}"
+if [[ ${CONSCOPE_SOAK:-0} == 1 ]]; then
+  printf 'CONSCOPE_SOAK=1: soak tests enabled\n'
+fi
+rc=0
+cargo test --all-targets --locked "$@" || rc=$?
+
+section "Result"
+if [[ $rc -eq 0 ]]; then
+  printf 'all tests passed\n'
+else
+  printf 'cargo test failed (exit code %s)\n' "$rc"
+fi
+exit "$rc"

@@ -1,0 +1,67 @@
+//! Starting the marketplace pollers under the supervisor: `source.seatgeek` and
+//! `source.ticketmaster`, each when enabled.
+//!
+//! Each poller is built once, outside its task, so what it must remember across a restart (the
+//! Ticketmaster call budget) survives one. A poller that cannot even be built is logged and left
+//! out: a source never stops the pipeline.
+
+use std::sync::Arc;
+
+use rskafka::client::Client;
+
+use super::supervisor::Supervisor;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::sources::poll::{self, Poller};
+use crate::sources::seatgeek::SeatGeek;
+use crate::sources::ticketmaster::Ticketmaster;
+
+/// Spawn every enabled poller.
+pub(super) fn spawn(sup: &mut Supervisor, cfg: &Arc<Config>, client: &Arc<Client>, metrics: &Arc<Metrics>) {
+    let sources = &cfg.sources;
+    if sources.seatgeek.enabled {
+        start(
+            sup,
+            "source.seatgeek",
+            SeatGeek::new(&sources.seatgeek),
+            cfg,
+            client,
+            metrics,
+        );
+    }
+    if sources.ticketmaster.enabled {
+        start(
+            sup,
+            "source.ticketmaster",
+            Ticketmaster::new(&sources.ticketmaster),
+            cfg,
+            client,
+            metrics,
+        );
+    }
+}
+
+fn start<P: Poller>(
+    sup: &mut Supervisor,
+    task: &'static str,
+    poller: Result<P, crate::sources::http::PollError>,
+    cfg: &Arc<Config>,
+    client: &Arc<Client>,
+    metrics: &Arc<Metrics>,
+) {
+    let poller = match poller {
+        Ok(p) => Arc::new(p),
+        Err(error) => {
+            tracing::error!(task, error = %error, "source not started; the rest of ConScope keeps running");
+            return;
+        }
+    };
+    let (c, k, m) = (cfg.clone(), client.clone(), metrics.clone());
+    sup.spawn(task, move |cancel| {
+        let fut = poll::run(poller.clone(), k.clone(), c.clone(), m.clone(), cancel);
+        async move {
+            fut.await;
+            Ok(())
+        }
+    });
+}
