@@ -264,11 +264,11 @@ impl Notifier {
             .post(self.url.clone())
             .headers(self.headers.clone())
             .json(&out.body);
-        if self.kind == NotifierKind::Webhook {
-            if let Some(id) = out.alert_ids.first() {
-                // Lets a receiver drop the one repeat a crash right after its 2xx can cause.
-                req = req.header("Idempotency-Key", id.as_str());
-            }
+        if self.kind == NotifierKind::Webhook
+            && let Some(id) = out.alert_ids.first()
+        {
+            // Lets a receiver drop the one repeat a crash right after its 2xx can cause.
+            req = req.header("Idempotency-Key", id.as_str());
         }
         match req.send().await {
             Ok(mut resp) => {
