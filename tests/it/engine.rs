@@ -154,7 +154,7 @@ async fn produced_records_become_exactly_the_expected_rows_alerts_and_dlq_record
         let key = r.record.key.unwrap_or_else(|| b"unreadable".to_vec());
         by_key.insert(key, (r.record.value.unwrap_or_default(), error));
     }
-    if let Some((value, error)) = by_key.remove(&b"unreadable".to_vec()) {
+    if let Some((value, error)) = by_key.remove(b"unreadable".as_slice()) {
         assert!(value.is_empty());
         assert_eq!(
             error,
