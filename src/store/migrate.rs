@@ -24,8 +24,8 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../sql/001_core.sql"),
     },
     Migration {
-        file: "002_alerting.sql",
-        sql: include_str!("../../sql/002_alerting.sql"),
+        file: "003_alerting.sql",
+        sql: include_str!("../../sql/003_alerting.sql"),
     },
 ];
 
