@@ -49,6 +49,17 @@ impl Backoff {
         self.attempts = 0;
     }
 
+    /// The delay before retry number `attempt` (1 for the first retry) of work whose attempts
+    /// are counted elsewhere (webhook deliveries keep theirs in Postgres): `initial ×
+    /// multiplier^(attempt−1)`, capped at `max`, less the jitter. The deadline is the caller's.
+    pub fn delay_for_attempt(config: &BackoffConfig, attempt: u32) -> Duration {
+        let exp = attempt.saturating_sub(1).min(64) as i32;
+        let base = config.initial.as_secs_f64() * config.multiplier.max(1.0).powi(exp);
+        let base = Duration::from_secs_f64(base.min(config.max.as_secs_f64()));
+        let jitter = config.jitter.clamp(0.0, 1.0);
+        base.mul_f64(1.0 - jitter * rand::thread_rng().r#gen::<f64>())
+    }
+
     /// rskafka's own retry settings from the same policy.
     pub fn rskafka(config: &BackoffConfig) -> rskafka::BackoffConfig {
         rskafka::BackoffConfig {
@@ -79,5 +90,18 @@ mod tests {
         assert_eq!(b.next_delay(), Some(Duration::from_millis(40)));
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(b.next_delay(), None);
+    }
+
+    #[test]
+    fn delays_for_counted_attempts_grow_to_the_cap() {
+        let config = BackoffConfig {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(10),
+            multiplier: 2.0,
+            jitter: 0.0,
+            deadline: Duration::from_secs(100),
+        };
+        let delays: Vec<_> = (1..=6).map(|a| Backoff::delay_for_attempt(&config, a)).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 10, 10].map(Duration::from_secs));
     }
 }

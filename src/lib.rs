@@ -5,6 +5,7 @@
 //! to PostgreSQL in one transaction per batch ([`store`]) and publishes `processed_prices` and
 //! `price_alerts` ([`publish`]). See `docs/architecture.md` for the whole picture.
 
+pub mod alert;
 pub mod backoff;
 pub mod config;
 pub mod detect;

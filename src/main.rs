@@ -41,6 +41,11 @@ enum Command {
     },
     /// Validate the configuration and print it with secrets redacted (exit 2 on problems).
     CheckConfig,
+    /// Manage watches (user alert rules) and test their channels.
+    Watch {
+        #[command(subcommand)]
+        action: conscope::alert::cli::WatchCommand,
+    },
     /// Produce simulated price observations to raw_prices (deterministic for a seed).
     Simulate {
         /// How many observations to produce.
@@ -159,6 +164,7 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             seed,
             listings,
         } => simulate(config, events, rate, seed, listings).await?,
+        Command::Watch { action } => conscope::alert::cli::run(action, &config).await?,
         Command::CheckConfig => unreachable!("handled before the runtime starts"),
     }
     Ok(())

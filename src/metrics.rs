@@ -37,6 +37,17 @@ pub struct Counters {
     pub task_restarts: AtomicU64,
     pub windows_closed: AtomicU64,
     pub windows_late_records: AtomicU64,
+    /// Alert-topic records the alert task evaluated (price_alerts and processed_prices).
+    pub alert_records: AtomicU64,
+    /// Alerts raised by user watches.
+    pub alert_watch_fired: AtomicU64,
+    /// Deliveries a notifier accepted (2xx), failed for good, and retried after 5xx/network errors.
+    pub alert_deliveries_sent: AtomicU64,
+    pub alert_deliveries_failed: AtomicU64,
+    pub alert_delivery_retries: AtomicU64,
+    /// 429 answers from notifiers, and the total time they asked us to wait.
+    pub alert_rate_limited: AtomicU64,
+    pub alert_retry_after_ms: AtomicU64,
 }
 
 /// Per-partition progress of the engine.
@@ -127,6 +138,13 @@ impl Metrics {
             task_restarts: c.task_restarts.load(Relaxed),
             windows_closed: c.windows_closed.load(Relaxed),
             windows_late_records: c.windows_late_records.load(Relaxed),
+            alert_records: c.alert_records.load(Relaxed),
+            alert_watch_fired: c.alert_watch_fired.load(Relaxed),
+            alert_deliveries_sent: c.alert_deliveries_sent.load(Relaxed),
+            alert_deliveries_failed: c.alert_deliveries_failed.load(Relaxed),
+            alert_delivery_retries: c.alert_delivery_retries.load(Relaxed),
+            alert_rate_limited: c.alert_rate_limited.load(Relaxed),
+            alert_retry_after_ms: c.alert_retry_after_ms.load(Relaxed),
             latency_p50_s: q(0.5),
             latency_p99_s: q(0.99),
             latency_max_s: if h.is_empty() { 0.0 } else { h.max() as f64 / 1e6 },
@@ -186,6 +204,13 @@ pub struct Snapshot {
     pub windows_closed: u64,
     /// Records that arrived for a window already written (merged or dropped per config).
     pub windows_late_records: u64,
+    pub alert_records: u64,
+    pub alert_watch_fired: u64,
+    pub alert_deliveries_sent: u64,
+    pub alert_deliveries_failed: u64,
+    pub alert_delivery_retries: u64,
+    pub alert_rate_limited: u64,
+    pub alert_retry_after_ms: u64,
     pub latency_p50_s: f64,
     pub latency_p99_s: f64,
     pub latency_max_s: f64,

@@ -36,9 +36,12 @@ pub(super) fn apply_overrides(
             var: var.clone(),
             message,
         };
+        // Keys of named tables (`alert.notifiers.<name>.url`) exist only when the file has them.
         let template = lookup(skeleton, &path)
+            .or_else(|| lookup(tree, &path))
+            .cloned()
             .ok_or_else(|| env_error(format!("no setting `{}` exists", path.join("."))))?;
-        let value = typed(template, &raw).map_err(env_error)?;
+        let value = typed(&template, &raw).map_err(env_error)?;
         set(tree, &path, value).map_err(env_error)?;
     }
     Ok(())

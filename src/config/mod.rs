@@ -10,6 +10,7 @@
 //! unknown fields, so a typo is an error naming the key. Secrets are [`Secret`] values whose
 //! `Debug` is redacted; `check-config` prints through [`Config::redacted_toml`].
 
+mod alert;
 mod env;
 mod secret;
 mod sources;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use alert::{AlertConfig, NotifierConfig, NotifierKind, RateLimit, StartFrom, redact_webhook_url};
 pub use secret::{Secret, redact_url};
 pub use sources::{SeatGeekConfig, TicketmasterConfig};
 pub use validate::Problem;
@@ -64,6 +66,7 @@ pub struct Config {
     pub windows: WindowsConfig,
     pub sources: SourcesConfig,
     pub web: WebConfig,
+    pub alert: AlertConfig,
 }
 
 impl Default for Config {
@@ -79,6 +82,7 @@ impl Default for Config {
             windows: WindowsConfig::default(),
             sources: SourcesConfig::default(),
             web: WebConfig::default(),
+            alert: AlertConfig::default(),
         }
     }
 }
@@ -504,6 +508,7 @@ impl Config {
         copy.postgres.url = Secret::new(redact_url(copy.postgres.url.expose()));
         copy.web.api_token = copy.web.api_token.redacted_marker();
         copy.sources.redact_secrets();
+        copy.alert = copy.alert.redacted();
         toml::to_string_pretty(&copy).unwrap_or_else(|e| format!("# cannot print config: {e}"))
     }
 

@@ -235,6 +235,12 @@ impl Config {
             "web.listen",
             "must be an address such as 127.0.0.1:8080",
         );
+        p.check(
+            !d.rule_name.starts_with("watch:"),
+            "detect.rule_name",
+            "must not start with `watch:` (reserved for alerts raised by watches)",
+        );
+        p.0.extend(self.alert.problems());
         p.0
     }
 }

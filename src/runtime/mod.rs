@@ -14,6 +14,7 @@
 //!  publish ──► Kafka processed_prices, price_alerts ──► kafka_offsets.published_offset
 //!
 //!  metrics reporter ──► log line, system_metrics table and topic
+//!  alert (when alert.enabled) ◄── price_alerts, processed_prices ──► Discord/Slack/webhooks
 //! ```
 //!
 //! Every channel is bounded: a slow stage makes the one before it wait, back to the fetch loop.
@@ -101,6 +102,18 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     sup.spawn("metrics", move |cancel| {
         report::run(c.clone(), p.clone(), k.clone(), m.clone(), cancel)
     });
+    if cfg.alert.enabled {
+        let actx = crate::alert::AlertContext {
+            cfg: cfg.clone(),
+            pool: pool.clone(),
+            kafka: client.clone(),
+            metrics: metrics.clone(),
+        };
+        sup.spawn("alert", move |cancel| {
+            let actx = actx.clone();
+            async move { crate::alert::run(actx, cancel).await.map_err(Into::into) }
+        });
+    }
     if cfg.sources.simulated.enabled {
         let (c, k, m) = (cfg.clone(), client.clone(), metrics.clone());
         sup.spawn("source.simulated", move |cancel| {

@@ -24,6 +24,10 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../sql/001_core.sql"),
     },
     Migration {
+        file: "003_alerting.sql",
+        sql: include_str!("../../sql/003_alerting.sql"),
+    },
+    Migration {
         file: "004_windows.sql",
         sql: include_str!("../../sql/004_windows.sql"),
     },

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod alerting;
 mod engine;
 mod foundation;
 mod pollers;

@@ -1,0 +1,363 @@
+//! One channel's sender: picks the channel's due pending deliveries, coalesces them into
+//! requests, waits for the rate limiter, sends, and records each answer in the rows before the
+//! next request. Every channel has its own sender task, so a slow or failing webhook delays
+//! nobody else.
+//!
+//! ```text
+//!  wake (new rows) / poll_interval / next due ──► due rows (≤ 10) ──► plan (coalesce)
+//!        ▲                                                              │
+//!        │   record: sent · 429 → pause · 5xx → retry later · 404 → disable · 4xx → failed
+//!        └──────────────────── POST ◄── rate limiter ◄──────────────────┘
+//! ```
+//!
+//! An in-flight request is never abandoned on shutdown: its answer (bounded by
+//! `alert.request_timeout`) is recorded first, so a 2xx is never forgotten. Recording retries
+//! with the Postgres backoff for the same reason.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::AlertError;
+use super::notifiers::{Notifier, Outcome, Outgoing, Pending};
+use super::queue::{self, Disabled, Retry};
+use super::ratelimit::RateLimiter;
+use crate::backoff::Backoff;
+use crate::config::{Config, RateLimit};
+use crate::metrics::Metrics;
+use crate::store::{self, StoreError};
+
+/// Deliveries picked per round: one full Discord message.
+const DUE_BATCH: i64 = 10;
+
+/// What a channel's sender needs.
+#[derive(Debug, Clone)]
+pub struct SenderContext {
+    pub pool: Pool,
+    pub cfg: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub notifier: Notifier,
+    pub url_fingerprint: String,
+    pub limits: Vec<RateLimit>,
+    pub wake: Arc<Notify>,
+}
+
+/// Run `op` against a pooled connection, retrying with the Postgres backoff.
+async fn with_db<T, F, Fut>(ctx: &SenderContext, what: &'static str, op: F) -> Result<T, AlertError>
+where
+    F: Fn(deadpool_postgres::Object) -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let mut backoff = Backoff::new(&ctx.cfg.postgres.backoff);
+    loop {
+        let result = match store::client(&ctx.pool, &ctx.cfg.postgres).await {
+            Ok(c) => op(c).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                let Some(delay) = backoff.next_delay() else {
+                    return Err(AlertError::Send {
+                        channel: ctx.notifier.name.clone(),
+                        source: e,
+                    });
+                };
+                tracing::warn!(channel = ctx.notifier.name, error = %e, retry_in = ?delay, what, "delivery bookkeeping failed, retrying");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// Wait for new rows, the poll interval or `due_in`, whichever comes first; false on shutdown.
+async fn idle(ctx: &SenderContext, cancel: &CancellationToken, due_in: Option<Duration>) -> bool {
+    let wait = due_in.map_or(ctx.cfg.alert.poll_interval, |d| {
+        d.min(ctx.cfg.alert.poll_interval)
+    });
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => false,
+        () = ctx.wake.notified() => true,
+        () = tokio::time::sleep(wait) => true,
+    }
+}
+
+/// Run the channel's sender until `cancel` fires.
+pub async fn run(ctx: SenderContext, cancel: CancellationToken) -> Result<(), AlertError> {
+    let channel = ctx.notifier.name.clone();
+    let mut limiter = RateLimiter::new(&ctx.limits);
+    let mut solo: HashSet<String> = HashSet::new();
+    let fp = ctx.url_fingerprint.clone();
+    let mut disabled: Option<Disabled> = with_db(&ctx, "read notifier_state", |c| {
+        let (channel, fp) = (channel.clone(), fp.clone());
+        async move { queue::disabled(&**c, &channel, &fp).await }
+    })
+    .await?;
+    match &disabled {
+        Some(d) => tracing::error!(
+            channel,
+            url = ctx.notifier.redacted_url(),
+            http_status = d.http_status,
+            since = %d.since,
+            "notifier stays disabled: its webhook answered {} ({}); set a new alert.notifiers.{channel}.url, \
+             or run `conscope watch test` once it works again",
+            d.http_status,
+            d.reason
+        ),
+        None => tracing::info!(
+            channel,
+            kind = ctx.notifier.kind.as_str(),
+            url = ctx.notifier.redacted_url(),
+            "alert sender started"
+        ),
+    }
+    loop {
+        if cancel.is_cancelled() {
+            break;
+        }
+        if let Some(d) = &disabled {
+            // `conscope watch test` enables a channel again when its webhook answers 2xx.
+            let still = with_db(&ctx, "read notifier_state", |c| {
+                let (channel, fp) = (channel.clone(), fp.clone());
+                async move { queue::disabled(&**c, &channel, &fp).await }
+            })
+            .await?;
+            if still.is_none() {
+                tracing::info!(channel, "notifier enabled again");
+                disabled = None;
+                continue;
+            }
+            let reason = format!("channel disabled: its webhook answered HTTP {}", d.http_status);
+            let n = with_db(&ctx, "disable deliveries", |c| {
+                let (channel, reason) = (channel.clone(), reason.clone());
+                async move { queue::disable_pending(&**c, &channel, None, &reason).await }
+            })
+            .await?;
+            ctx.metrics.counters.alert_deliveries_failed.fetch_add(n, Relaxed);
+            if !idle(&ctx, &cancel, None).await {
+                break;
+            }
+            continue;
+        }
+        let due = with_db(&ctx, "read due deliveries", |c| {
+            let channel = channel.clone();
+            async move { queue::due(&**c, &channel, DUE_BATCH).await }
+        })
+        .await?;
+        if due.is_empty() {
+            let next = with_db(&ctx, "read next due delivery", |c| {
+                let channel = channel.clone();
+                async move { queue::next_due_in(&**c, &channel).await }
+            })
+            .await?;
+            if !idle(&ctx, &cancel, next).await {
+                break;
+            }
+            continue;
+        }
+        let mut pending = Vec::with_capacity(due.len());
+        for row in due {
+            match row {
+                Ok(p) => pending.push(p),
+                Err((id, reason)) => {
+                    tracing::error!(channel, alert = id, reason, "delivery failed for good");
+                    with_db(&ctx, "fail unreadable delivery", |c| {
+                        let (channel, ids, reason) = (channel.clone(), vec![id.clone()], reason.clone());
+                        async move { queue::mark_failed(&**c, &channel, &ids, None, &reason).await }
+                    })
+                    .await?;
+                    ctx.metrics.counters.alert_deliveries_failed.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        let by_id: HashMap<&str, &Pending> = pending
+            .iter()
+            .map(|p| (p.message.alert.alert_id.as_str(), p))
+            .collect();
+        for out in ctx.notifier.plan(&pending, &solo) {
+            tokio::select! {
+                // Shutdown first: nothing is in flight yet, the rows stay pending for next time.
+                biased;
+                () = cancel.cancelled() => return Ok(()),
+                () = limiter.acquire() => {}
+            }
+            let reply = ctx.notifier.send(&out).await;
+            if let Some(pause) = reply.hint.pause() {
+                limiter.block_for(pause);
+            }
+            let stop = record(
+                &ctx,
+                &out,
+                &by_id,
+                reply.outcome,
+                &mut limiter,
+                &mut solo,
+                &mut disabled,
+            )
+            .await?;
+            if stop {
+                break;
+            }
+        }
+    }
+    tracing::info!(channel, "alert sender stopped");
+    Ok(())
+}
+
+/// Record one answer in the rows it covers; true when the round should stop (the channel must
+/// wait, or is disabled).
+async fn record(
+    ctx: &SenderContext,
+    out: &Outgoing,
+    by_id: &HashMap<&str, &Pending>,
+    outcome: Outcome,
+    limiter: &mut RateLimiter,
+    solo: &mut HashSet<String>,
+    disabled: &mut Option<Disabled>,
+) -> Result<bool, AlertError> {
+    let channel = ctx.notifier.name.as_str();
+    let ids = out.alert_ids.clone();
+    let c = &ctx.metrics.counters;
+    let error = outcome.describe();
+    match outcome {
+        Outcome::Sent { status } => {
+            let n = with_db(ctx, "mark sent", |db| {
+                let ids = ids.clone();
+                async move { queue::mark_sent(&**db, channel, &ids, status).await }
+            })
+            .await?;
+            c.alert_deliveries_sent.fetch_add(n, Relaxed);
+            for id in &ids {
+                solo.remove(id);
+            }
+            tracing::debug!(channel, alerts = ids.len(), status, "delivered");
+            Ok(false)
+        }
+        Outcome::RateLimited { status, retry_after } => {
+            c.alert_rate_limited.fetch_add(1, Relaxed);
+            c.alert_retry_after_ms
+                .fetch_add(retry_after.as_millis() as u64, Relaxed);
+            limiter.block_for(retry_after);
+            tracing::debug!(channel, ?retry_after, "rate limited (429); waiting");
+            with_db(ctx, "mark rate limited", |db| {
+                let (ids, error) = (ids.clone(), error.clone());
+                async move { queue::mark_rate_limited(&**db, channel, &ids, status, retry_after, &error).await }
+            })
+            .await?;
+            Ok(true)
+        }
+        Outcome::Retry { status, .. } => {
+            let now = chrono::Utc::now();
+            let steps: Vec<(String, Retry)> = ids
+                .iter()
+                .filter_map(|id| by_id.get(id.as_str()).map(|p| (id, p)))
+                .map(|(id, p)| {
+                    let step = queue::next_step(
+                        p.attempts + 1,
+                        p.created_at,
+                        now,
+                        ctx.cfg.alert.max_attempts,
+                        &ctx.cfg.alert.backoff,
+                    );
+                    (id.clone(), step)
+                })
+                .collect();
+            let gave_up = with_db(ctx, "record failed attempt", |db| {
+                let (steps, error) = (steps.clone(), error.clone());
+                async move { queue::mark_retry(&**db, channel, &steps, status, &error).await }
+            })
+            .await?;
+            let retried = steps.len() as u64 - gave_up;
+            c.alert_delivery_retries.fetch_add(retried, Relaxed);
+            c.alert_deliveries_failed.fetch_add(gave_up, Relaxed);
+            let pause = steps
+                .iter()
+                .filter_map(|(_, s)| match s {
+                    Retry::After(d) => Some(*d),
+                    Retry::GiveUp(_) => None,
+                })
+                .min();
+            if gave_up > 0 {
+                tracing::error!(
+                    channel,
+                    alerts = gave_up,
+                    error,
+                    "deliveries failed for good after their retry budget"
+                );
+            }
+            if let Some(pause) = pause {
+                // The whole channel waits: the next request would most likely fail the same way.
+                limiter.block_for(pause);
+                tracing::warn!(channel, alerts = retried, error, retry_in = ?pause, "delivery failed; will retry");
+            }
+            Ok(true)
+        }
+        Outcome::Gone { status, .. } => {
+            tracing::error!(
+                channel,
+                url = ctx.notifier.redacted_url(),
+                status,
+                "notifier disabled: its webhook answered {status} (deleted, or a wrong URL); its deliveries are \
+                 marked disabled. Set a new alert.notifiers.{channel}.url"
+            );
+            let n = with_db(ctx, "disable notifier", |db| {
+                let (fp, error) = (ctx.url_fingerprint.clone(), error.clone());
+                async move {
+                    queue::disable(&**db, channel, &fp, status, &error).await?;
+                    queue::disable_pending(&**db, channel, Some(status), &error).await
+                }
+            })
+            .await?;
+            c.alert_deliveries_failed.fetch_add(n, Relaxed);
+            *disabled = Some(Disabled {
+                http_status: i32::from(status),
+                reason: error,
+                since: chrono::Utc::now(),
+            });
+            Ok(true)
+        }
+        Outcome::Rejected { status, .. } if ids.len() > 1 => {
+            // One alert may have sunk the whole message: retry each on its own.
+            tracing::warn!(
+                channel,
+                alerts = ids.len(),
+                status,
+                error,
+                "coalesced message refused; sending its alerts one by one"
+            );
+            with_db(ctx, "count refused attempt", |db| {
+                let (ids, error) = (ids.clone(), error.clone());
+                async move { queue::count_attempt(&**db, channel, &ids, status, &error).await }
+            })
+            .await?;
+            solo.extend(ids);
+            Ok(false)
+        }
+        Outcome::Rejected { status, .. } => {
+            tracing::error!(
+                channel,
+                alert = ids.first().map(String::as_str),
+                status,
+                error,
+                "delivery refused; not retried"
+            );
+            let n = with_db(ctx, "mark failed", |db| {
+                let (ids, error) = (ids.clone(), error.clone());
+                async move { queue::mark_failed(&**db, channel, &ids, Some(status), &error).await }
+            })
+            .await?;
+            c.alert_deliveries_failed.fetch_add(n, Relaxed);
+            for id in &ids {
+                solo.remove(id);
+            }
+            Ok(false)
+        }
+    }
+}
