@@ -509,9 +509,11 @@ mod tests {
 
     #[test]
     fn instances_split_partitions() {
-        let mut config = Config::default();
-        config.instances = 2;
-        config.instance = 1;
+        let config = Config {
+            instances: 2,
+            instance: 1,
+            ..Config::default()
+        };
         assert_eq!(config.owned_partitions(), vec![1, 3]);
     }
 

@@ -23,7 +23,7 @@ use crate::model::{PriceEvent, cents};
 /// Values larger than this are refused without parsing (a 5 MB blob must not stall a partition).
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 /// Highest price PostgreSQL's `numeric(10,2)` columns can hold, in cents.
-const MAX_PRICE_CENTS: i64 = 99_999_999_99;
+const MAX_PRICE_CENTS: i64 = 9_999_999_999;
 
 /// Why a record was refused. The `Display` text is what the DLQ `error` header says.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
