@@ -211,6 +211,8 @@ impl Config {
             "web.listen",
             "must be an address such as 127.0.0.1:8080",
         );
+        p.positive_duration(self.web.health_timeout, "web.health_timeout");
+        p.positive_duration(self.web.query_timeout, "web.query_timeout");
         p.0
     }
 }
@@ -233,6 +235,15 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         assert_eq!(Config::default().validate(), Vec::new());
+    }
+
+    #[test]
+    fn zero_web_timeouts_are_refused_with_their_keys() {
+        let mut config = Config::default();
+        config.web.health_timeout = Duration::ZERO;
+        config.web.query_timeout = Duration::ZERO;
+        let keys: Vec<_> = config.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, vec!["web.health_timeout", "web.query_timeout"]);
     }
 
     #[test]
