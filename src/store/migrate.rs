@@ -18,10 +18,16 @@ pub struct Migration {
 }
 
 /// ConScope's migrations, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    file: "001_core.sql",
-    sql: include_str!("../../sql/001_core.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        file: "001_core.sql",
+        sql: include_str!("../../sql/001_core.sql"),
+    },
+    Migration {
+        file: "002_web.sql",
+        sql: include_str!("../../sql/002_web.sql"),
+    },
+];
 
 /// Arbitrary constant naming ConScope's migration lock.
 const LOCK_KEY: i64 = 0x0C0_5C0BE;

@@ -1,0 +1,394 @@
+//! Read queries behind the dashboard and the JSON API (`src/web/`).
+//!
+//! Every statement is parameterised and is served from an index or a small table, so each stays
+//! fast with 10M rows in `price_history` (`examples/dashboard_bench.rs` measures them):
+//!
+//! | query | served from |
+//! |---|---|
+//! | [`list_events`], [`stats`] | `events`, `listing_state` (one row per listing, not per observation) |
+//! | [`price_buckets`], [`price_distribution`] | `price_history_event_time_cover` (index-only range scan, sql/002) |
+//! | [`event_drops`], [`recent_alerts`], drops today | `price_alerts_event_recent`, `price_alerts_recent` |
+//! | [`windows`] | the `price_windows` primary key |
+//!
+//! Prices leave here as `f64` dollars: the page and API clients chart them, nobody sums them.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use super::StoreError;
+
+/// One event with what `listing_state` knows of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventSummary {
+    pub event_id: String,
+    pub event_name: String,
+    pub venue: String,
+    pub event_date: Option<DateTime<Utc>>,
+    pub listings: i64,
+    pub observations: i64,
+    pub min_price: Option<f64>,
+    pub max_price: Option<f64>,
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+/// The dashboard's stat cards, for every event or one.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    pub events: i64,
+    pub listings: i64,
+    /// Stored observations (rows of price_history), summed from listing_state.
+    pub observations: i64,
+    /// Drop alerts raised since the start of the current UTC day.
+    pub drops_today: i64,
+    /// Mean, lowest and highest current price over the listings.
+    pub mean_price: Option<f64>,
+    pub min_price: Option<f64>,
+    pub max_price: Option<f64>,
+}
+
+/// Prices of one event in one time bucket.
+#[derive(Debug, Clone, Serialize)]
+pub struct PriceBucket {
+    pub t: DateTime<Utc>,
+    pub min: f64,
+    pub mean: f64,
+    pub max: f64,
+    pub observations: i64,
+    /// Observations in the bucket that were lower than the listing's previous price.
+    pub drops: i64,
+}
+
+/// How many observations fell in each of `counts.len()` equal price bins from `lo` to `hi`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Distribution {
+    pub lo: f64,
+    pub hi: f64,
+    pub bin_width: f64,
+    pub counts: Vec<i64>,
+}
+
+/// One detected alert, as the drops table and the chart's markers show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertRow {
+    pub alert_id: String,
+    pub event_id: String,
+    pub event_name: String,
+    pub alert_type: String,
+    pub rule: String,
+    pub alert_timestamp: DateTime<Utc>,
+    pub listing_key: String,
+    pub old_price: f64,
+    pub new_price: f64,
+    pub drop_amount: f64,
+    pub drop_percent: f64,
+    pub section: String,
+    pub row: String,
+    pub seat: String,
+    pub source: String,
+    pub listing_url: Option<String>,
+}
+
+/// One tumbling window of one event and source.
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowRow {
+    pub source: String,
+    pub width_seconds: i32,
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    pub observations: i64,
+    pub distinct_listings: i32,
+    pub min_price: f64,
+    pub max_price: f64,
+    pub mean_price: f64,
+    pub first_price: f64,
+    pub last_price: f64,
+    pub drops: i32,
+    pub rises: i32,
+    pub late_records: i32,
+}
+
+pub async fn event_exists(c: &Client, event_id: &str) -> Result<bool, StoreError> {
+    let row = c
+        .query_opt("SELECT 1 FROM events WHERE event_id = $1", &[&event_id])
+        .await
+        .map_err(StoreError::query("look up event"))?;
+    Ok(row.is_some())
+}
+
+/// Every event (up to `limit`) by name, with listing counts and current price range.
+pub async fn list_events(c: &Client, limit: i64) -> Result<Vec<EventSummary>, StoreError> {
+    let rows = c
+        .query(
+            "SELECT e.event_id, e.event_name, e.venue, e.event_date,
+                    COALESCE(s.listings, 0), COALESCE(s.observations, 0),
+                    s.min_price, s.max_price, s.last_seen
+               FROM events e
+               LEFT JOIN (SELECT event_id, count(*) AS listings,
+                                 sum(observations)::int8 AS observations,
+                                 min(last_price)::float8 AS min_price,
+                                 max(last_price)::float8 AS max_price,
+                                 max(last_seen) AS last_seen
+                            FROM listing_state GROUP BY event_id) s USING (event_id)
+              ORDER BY e.event_name, e.event_id
+              LIMIT $1",
+            &[&limit],
+        )
+        .await
+        .map_err(StoreError::query("list events"))?;
+    Ok(rows
+        .iter()
+        .map(|r| EventSummary {
+            event_id: r.get(0),
+            event_name: r.get(1),
+            venue: r.get(2),
+            event_date: r.get(3),
+            listings: r.get(4),
+            observations: r.get(5),
+            min_price: r.get(6),
+            max_price: r.get(7),
+            last_seen: r.get(8),
+        })
+        .collect())
+}
+
+/// The stat cards; `day_start` is the start of "today" for the drop count.
+pub async fn stats(
+    c: &Client,
+    event_id: Option<&str>,
+    day_start: DateTime<Utc>,
+) -> Result<Stats, StoreError> {
+    let (listings, drops) = match event_id {
+        None => (
+            c.query_one(
+                "SELECT (SELECT count(*) FROM events), count(*), COALESCE(sum(observations), 0)::int8,
+                        avg(last_price)::float8, min(last_price)::float8, max(last_price)::float8
+                   FROM listing_state",
+                &[],
+            )
+            .await,
+            c.query_one(
+                "SELECT count(*) FROM price_alerts
+                  WHERE alert_timestamp >= $1 AND alert_type = 'price_drop'",
+                &[&day_start],
+            )
+            .await,
+        ),
+        Some(id) => (
+            c.query_one(
+                "SELECT (SELECT count(*) FROM events WHERE event_id = $1), count(*),
+                        COALESCE(sum(observations), 0)::int8,
+                        avg(last_price)::float8, min(last_price)::float8, max(last_price)::float8
+                   FROM listing_state WHERE event_id = $1",
+                &[&id],
+            )
+            .await,
+            c.query_one(
+                "SELECT count(*) FROM price_alerts
+                  WHERE event_id = $1 AND alert_timestamp >= $2 AND alert_type = 'price_drop'",
+                &[&id, &day_start],
+            )
+            .await,
+        ),
+    };
+    let l = listings.map_err(StoreError::query("stats: listings"))?;
+    let d = drops.map_err(StoreError::query("stats: drops today"))?;
+    Ok(Stats {
+        events: l.get(0),
+        listings: l.get(1),
+        observations: l.get(2),
+        drops_today: d.get(0),
+        mean_price: l.get(3),
+        min_price: l.get(4),
+        max_price: l.get(5),
+    })
+}
+
+/// Min, mean and max price of one event in `bucket_secs`-wide buckets over `[from, to)`.
+pub async fn price_buckets(
+    c: &Client,
+    event_id: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    bucket_secs: f64,
+) -> Result<Vec<PriceBucket>, StoreError> {
+    let rows = c
+        .query(
+            "SELECT date_bin(make_interval(secs => $4), \"timestamp\", $2) AS t,
+                    min(price)::float8, avg(price)::float8, max(price)::float8, count(*),
+                    count(*) FILTER (WHERE change_kind = 'drop')
+               FROM price_history
+              WHERE event_id = $1 AND \"timestamp\" >= $2 AND \"timestamp\" < $3
+              GROUP BY t ORDER BY t",
+            &[&event_id, &from, &to, &bucket_secs],
+        )
+        .await
+        .map_err(StoreError::query("price history buckets"))?;
+    Ok(rows
+        .iter()
+        .map(|r| PriceBucket {
+            t: r.get(0),
+            min: r.get(1),
+            mean: r.get(2),
+            max: r.get(3),
+            observations: r.get(4),
+            drops: r.get(5),
+        })
+        .collect())
+}
+
+/// Observations of one event over `[from, to)` counted in `bins` equal price bins over `[lo, hi]`.
+pub async fn price_distribution(
+    c: &Client,
+    event_id: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    lo: f64,
+    hi: f64,
+    bins: i32,
+) -> Result<Distribution, StoreError> {
+    let bins = bins.max(1);
+    // width_bucket needs lo < hi; one price everywhere makes one bin a cent wide.
+    let hi = if hi > lo { hi } else { lo + 0.01 };
+    let rows = c
+        .query(
+            "SELECT width_bucket(price::float8, $4, $5, $6) AS b, count(*)
+               FROM price_history
+              WHERE event_id = $1 AND \"timestamp\" >= $2 AND \"timestamp\" < $3
+              GROUP BY b",
+            &[&event_id, &from, &to, &lo, &hi, &bins],
+        )
+        .await
+        .map_err(StoreError::query("price distribution"))?;
+    let mut counts = vec![0i64; bins as usize];
+    for r in &rows {
+        let b: i32 = r.get(0);
+        let n: i64 = r.get(1);
+        // width_bucket puts `hi` itself in bin bins+1 (and anything below `lo` in 0): clamp.
+        let i = (b.clamp(1, bins) - 1) as usize;
+        counts[i] += n;
+    }
+    Ok(Distribution {
+        lo,
+        hi,
+        bin_width: (hi - lo) / f64::from(bins),
+        counts,
+    })
+}
+
+const ALERT_COLUMNS: &str =
+    "a.alert_id, a.event_id, COALESCE(e.event_name, a.event_id), a.alert_type, a.rule,
+     a.alert_timestamp, a.listing_key, a.old_price::float8, a.new_price::float8,
+     a.drop_amount::float8, a.drop_percent, a.section, a.\"row\", a.seat, a.source, a.listing_url";
+
+fn alert_row(r: &tokio_postgres::Row) -> AlertRow {
+    AlertRow {
+        alert_id: r.get(0),
+        event_id: r.get(1),
+        event_name: r.get(2),
+        alert_type: r.get(3),
+        rule: r.get(4),
+        alert_timestamp: r.get(5),
+        listing_key: r.get(6),
+        old_price: r.get(7),
+        new_price: r.get(8),
+        drop_amount: r.get(9),
+        drop_percent: r.get(10),
+        section: r.get(11),
+        row: r.get(12),
+        seat: r.get(13),
+        source: r.get(14),
+        listing_url: r.get(15),
+    }
+}
+
+/// Drop alerts of one event over `[from, to)`, newest first: the chart's markers.
+pub async fn event_drops(
+    c: &Client,
+    event_id: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<AlertRow>, StoreError> {
+    let sql = format!(
+        "SELECT {ALERT_COLUMNS} FROM price_alerts a LEFT JOIN events e USING (event_id)
+          WHERE a.event_id = $1 AND a.alert_timestamp >= $2 AND a.alert_timestamp < $3
+            AND a.alert_type = 'price_drop'
+          ORDER BY a.alert_timestamp DESC LIMIT $4"
+    );
+    let rows = c
+        .query(&sql, &[&event_id, &from, &to, &limit])
+        .await
+        .map_err(StoreError::query("event drops"))?;
+    Ok(rows.iter().map(alert_row).collect())
+}
+
+/// Alerts of every type since `since`, newest first, optionally of one event.
+pub async fn recent_alerts(
+    c: &Client,
+    since: DateTime<Utc>,
+    event_id: Option<&str>,
+    limit: i64,
+) -> Result<Vec<AlertRow>, StoreError> {
+    let rows = match event_id {
+        None => {
+            let sql = format!(
+                "SELECT {ALERT_COLUMNS} FROM price_alerts a LEFT JOIN events e USING (event_id)
+                  WHERE a.alert_timestamp >= $1 ORDER BY a.alert_timestamp DESC LIMIT $2"
+            );
+            c.query(&sql, &[&since, &limit]).await
+        }
+        Some(id) => {
+            let sql = format!(
+                "SELECT {ALERT_COLUMNS} FROM price_alerts a LEFT JOIN events e USING (event_id)
+                  WHERE a.event_id = $1 AND a.alert_timestamp >= $2
+                  ORDER BY a.alert_timestamp DESC LIMIT $3"
+            );
+            c.query(&sql, &[&id, &since, &limit]).await
+        }
+    }
+    .map_err(StoreError::query("recent alerts"))?;
+    Ok(rows.iter().map(alert_row).collect())
+}
+
+/// Windows of one event starting at or after `from`, optionally of one width, oldest first.
+pub async fn windows(
+    c: &Client,
+    event_id: &str,
+    width_seconds: Option<i32>,
+    from: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<WindowRow>, StoreError> {
+    let rows = c
+        .query(
+            "SELECT source, width_seconds, window_start, window_end, observations, distinct_listings,
+                    min_price::float8, max_price::float8, mean_price::float8, first_price::float8,
+                    last_price::float8, drops, rises, late_records
+               FROM price_windows
+              WHERE event_id = $1 AND ($2::int4 IS NULL OR width_seconds = $2) AND window_start >= $3
+              ORDER BY window_start, width_seconds, source
+              LIMIT $4",
+            &[&event_id, &width_seconds, &from, &limit],
+        )
+        .await
+        .map_err(StoreError::query("price windows"))?;
+    Ok(rows
+        .iter()
+        .map(|r| WindowRow {
+            source: r.get(0),
+            width_seconds: r.get(1),
+            window_start: r.get(2),
+            window_end: r.get(3),
+            observations: r.get(4),
+            distinct_listings: r.get(5),
+            min_price: r.get(6),
+            max_price: r.get(7),
+            mean_price: r.get(8),
+            first_price: r.get(9),
+            last_price: r.get(10),
+            drops: r.get(11),
+            rises: r.get(12),
+            late_records: r.get(13),
+        })
+        .collect())
+}
