@@ -17,3 +17,4 @@ pub mod publish;
 pub mod runtime;
 pub mod sources;
 pub mod store;
+pub mod web;

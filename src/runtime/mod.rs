@@ -14,6 +14,7 @@
 //!  publish ──► Kafka processed_prices, price_alerts ──► kafka_offsets.published_offset
 //!
 //!  metrics reporter ──► log line, system_metrics table and topic
+//!  web (web.listen) ──► dashboard, JSON API, /metrics, /health: reads Postgres, Metrics, PriceCache
 //! ```
 //!
 //! Every channel is bounded: a slow stage makes the one before it wait, back to the fetch loop.
@@ -36,6 +37,7 @@ use crate::kafka::{self, KafkaError, topics};
 use crate::metrics::Metrics;
 use crate::sources;
 use crate::store::{self, StoreError, migrate};
+use crate::web;
 use supervisor::{RestartPolicy, Supervisor, SupervisorError};
 
 /// Why `conscope run` stopped with an error.
@@ -99,6 +101,17 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     let (c, p, k, m) = (cfg.clone(), pool.clone(), client.clone(), metrics.clone());
     sup.spawn("metrics", move |cancel| {
         report::run(c.clone(), p.clone(), k.clone(), m.clone(), cancel)
+    });
+    let (c, p, m, ca, k) = (
+        cfg.clone(),
+        pool.clone(),
+        metrics.clone(),
+        cache.clone(),
+        client.clone(),
+    );
+    sup.spawn("web", move |cancel| {
+        let (c, p, m, ca, k) = (c.clone(), p.clone(), m.clone(), ca.clone(), k.clone());
+        async move { web::serve(c, p, m, ca, k, cancel).await.map_err(Into::into) }
     });
     if cfg.sources.simulated.enabled {
         let (c, k, m) = (cfg.clone(), client.clone(), metrics.clone());
