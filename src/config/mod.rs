@@ -386,6 +386,9 @@ pub struct WebConfig {
     /// Upper bound on one dashboard or API query; past it the request gets a 503.
     #[serde(with = "humantime_serde")]
     pub query_timeout: Duration,
+    /// Postgres connections web requests may hold at once, out of `postgres.pool_size`: the
+    /// rest stay free for the engine however many dashboards are open.
+    pub db_connections: usize,
 }
 
 impl Default for WebConfig {
@@ -396,6 +399,7 @@ impl Default for WebConfig {
             ready_max_lag: 100_000,
             health_timeout: Duration::from_secs(2),
             query_timeout: Duration::from_secs(5),
+            db_connections: 3,
         }
     }
 }

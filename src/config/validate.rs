@@ -213,6 +213,11 @@ impl Config {
         );
         p.positive_duration(self.web.health_timeout, "web.health_timeout");
         p.positive_duration(self.web.query_timeout, "web.query_timeout");
+        p.check(
+            self.web.db_connections >= 1 && self.web.db_connections < pg.pool_size,
+            "web.db_connections",
+            "must be at least 1 and less than postgres.pool_size (the engine needs the rest)",
+        );
         p.0
     }
 }
@@ -244,6 +249,14 @@ mod tests {
         config.web.query_timeout = Duration::ZERO;
         let keys: Vec<_> = config.validate().into_iter().map(|p| p.key).collect();
         assert_eq!(keys, vec!["web.health_timeout", "web.query_timeout"]);
+    }
+
+    #[test]
+    fn the_web_cannot_take_every_postgres_connection() {
+        let mut config = Config::default();
+        config.web.db_connections = config.postgres.pool_size;
+        let keys: Vec<_> = config.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, vec!["web.db_connections"]);
     }
 
     #[test]

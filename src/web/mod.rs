@@ -29,12 +29,14 @@ pub mod status;
 pub mod watches;
 
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use rskafka::client::Client;
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -64,12 +66,29 @@ pub enum WebError {
 #[derive(Debug, Clone)]
 pub struct WebState {
     pub cfg: Arc<Config>,
+    /// Shared with the engine; web requests hold at most `web.db_connections` of it at once.
     pub pool: Pool,
     pub metrics: Arc<Metrics>,
     pub cache: Arc<PriceCache>,
     pub kafka: Arc<Client>,
     pub rate: Arc<RateMeter>,
     pub started: Instant,
+    db_permits: Arc<Semaphore>,
+}
+
+/// A pooled Postgres connection held by a web request, with its share of `web.db_connections`.
+#[derive(Debug)]
+pub struct DbConn {
+    client: deadpool_postgres::Object,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Deref for DbConn {
+    type Target = deadpool_postgres::Object;
+
+    fn deref(&self) -> &Self::Target {
+        &self.client
+    }
 }
 
 impl WebState {
@@ -80,6 +99,7 @@ impl WebState {
         cache: Arc<PriceCache>,
         kafka: Arc<Client>,
     ) -> Self {
+        let db_permits = Arc::new(Semaphore::new(cfg.web.db_connections.max(1)));
         Self {
             cfg,
             pool,
@@ -88,13 +108,26 @@ impl WebState {
             kafka,
             rate: Arc::default(),
             started: Instant::now(),
+            db_permits,
         }
     }
 
-    /// A Postgres connection, bounded by `web.query_timeout`.
-    pub async fn db(&self) -> Result<deadpool_postgres::Object, ApiError> {
-        self.bounded(async { Ok(store::client(&self.pool, &self.cfg.postgres).await?) })
-            .await
+    /// A Postgres connection for one request; waiting for it counts against `web.query_timeout`.
+    pub async fn db(&self) -> Result<DbConn, ApiError> {
+        self.bounded(async {
+            let permit = self
+                .db_permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| ApiError::unavailable("the web server is stopping"))?;
+            let client = store::client(&self.pool, &self.cfg.postgres).await?;
+            Ok(DbConn {
+                client,
+                _permit: permit,
+            })
+        })
+        .await
     }
 
     /// Run `work` under `web.query_timeout`; past it the request gets a 503.
