@@ -167,9 +167,11 @@ async fn main() -> Result<()> {
         .query(
             "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
              SELECT date_bin(make_interval(secs => 4200), \"timestamp\", now() - interval '7 days') AS t,
-                    min(price), avg(price), max(price), count(*), count(*) FILTER (WHERE change_kind = 'drop')
+                    floor(price)::int4 AS dollar, min(price)::float8, avg(price)::float8, max(price)::float8,
+                    count(*), count(*) FILTER (WHERE change_kind = 'drop')
                FROM price_history WHERE event_id = 'gen_50' AND \"timestamp\" >= now() - interval '7 days'
-              GROUP BY t ORDER BY t",
+                AND \"timestamp\" < now()
+              GROUP BY GROUPING SETS ((t), (dollar))",
             &[],
         )
         .await?;
@@ -205,17 +207,14 @@ async fn main() -> Result<()> {
         let to = Utc::now();
         let from = to - ChronoDuration::hours(hours);
         timings.push(
-            time(&format!("price buckets, one event, {label}"), n, |i| {
-                let (c, e) = (&c, event(i));
-                async move { Ok(queries::price_buckets(c, &e, from, to, bucket).await?) }
-            })
-            .await?,
-        );
-        timings.push(
-            time(&format!("price distribution, one event, {label}"), n, |i| {
-                let (c, e) = (&c, event(i));
-                async move { Ok(queries::price_distribution(c, &e, from, to, 50.0, 700.0, 20).await?) }
-            })
+            time(
+                &format!("price chart + distribution, one event, {label}"),
+                n,
+                |i| {
+                    let (c, e) = (&c, event(i));
+                    async move { Ok(queries::price_series(c, &e, from, to, bucket).await?) }
+                },
+            )
             .await?,
         );
         timings.push(

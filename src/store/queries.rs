@@ -6,7 +6,7 @@
 //! | query | served from |
 //! |---|---|
 //! | [`list_events`], [`stats`] | `events`, `listing_state` (one row per listing, not per observation) |
-//! | [`price_buckets`], [`price_distribution`] | `price_history_event_time_cover` (index-only range scan, sql/002) |
+//! | [`price_series`] (chart and distribution in one scan) | `price_history_event_time_cover` (index-only range scan, sql/002) |
 //! | [`event_drops`], [`recent_alerts`], drops today | `price_alerts_event_recent`, `price_alerts_recent` |
 //! | [`windows`] | the `price_windows` primary key |
 //!
@@ -59,7 +59,8 @@ pub struct PriceBucket {
     pub drops: i64,
 }
 
-/// How many observations fell in each of `counts.len()` equal price bins from `lo` to `hi`.
+/// How many observations fell in each of `counts.len()` equal price bins from `lo` to `hi`
+/// (dollars; a bin includes its lower edge).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Distribution {
     pub lo: f64,
@@ -204,76 +205,94 @@ pub async fn stats(
     })
 }
 
-/// Min, mean and max price of one event in `bucket_secs`-wide buckets over `[from, to)`.
-pub async fn price_buckets(
+/// The price history of one event over `[from, to)`: time buckets for the chart and
+/// observations per whole dollar for the distribution.
+#[derive(Debug, Clone, Default)]
+pub struct PriceSeries {
+    pub buckets: Vec<PriceBucket>,
+    /// `(floor(price) in dollars, observations)`, ascending.
+    pub per_dollar: Vec<(i32, i64)>,
+}
+
+/// One range scan of the covering index feeds both the chart and the distribution: the rows
+/// are grouped by time bucket and, separately, by whole dollar (`GROUPING SETS`).
+pub async fn price_series(
     c: &Client,
     event_id: &str,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     bucket_secs: f64,
-) -> Result<Vec<PriceBucket>, StoreError> {
+) -> Result<PriceSeries, StoreError> {
     let rows = c
         .query(
             "SELECT date_bin(make_interval(secs => $4), \"timestamp\", $2) AS t,
+                    floor(price)::int4 AS dollar,
                     min(price)::float8, avg(price)::float8, max(price)::float8, count(*),
                     count(*) FILTER (WHERE change_kind = 'drop')
                FROM price_history
               WHERE event_id = $1 AND \"timestamp\" >= $2 AND \"timestamp\" < $3
-              GROUP BY t ORDER BY t",
+              GROUP BY GROUPING SETS ((t), (dollar))",
             &[&event_id, &from, &to, &bucket_secs],
         )
         .await
-        .map_err(StoreError::query("price history buckets"))?;
-    Ok(rows
-        .iter()
-        .map(|r| PriceBucket {
-            t: r.get(0),
-            min: r.get(1),
-            mean: r.get(2),
-            max: r.get(3),
-            observations: r.get(4),
-            drops: r.get(5),
-        })
-        .collect())
+        .map_err(StoreError::query("price history"))?;
+    let mut series = PriceSeries::default();
+    for r in &rows {
+        match (r.get::<_, Option<DateTime<Utc>>>(0), r.get::<_, Option<i32>>(1)) {
+            (Some(t), _) => series.buckets.push(PriceBucket {
+                t,
+                min: r.get(2),
+                mean: r.get(3),
+                max: r.get(4),
+                observations: r.get(5),
+                drops: r.get(6),
+            }),
+            (None, Some(dollar)) => series.per_dollar.push((dollar, r.get(5))),
+            (None, None) => {}
+        }
+    }
+    series.buckets.sort_by_key(|b| b.t);
+    series.per_dollar.sort_unstable();
+    Ok(series)
 }
 
-/// Observations of one event over `[from, to)` counted in `bins` equal price bins over `[lo, hi]`.
-pub async fn price_distribution(
-    c: &Client,
-    event_id: &str,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    lo: f64,
-    hi: f64,
-    bins: i32,
-) -> Result<Distribution, StoreError> {
-    let bins = bins.max(1);
-    // width_bucket needs lo < hi; one price everywhere makes one bin a cent wide.
-    let hi = if hi > lo { hi } else { lo + 0.01 };
-    let rows = c
-        .query(
-            "SELECT width_bucket(price::float8, $4, $5, $6) AS b, count(*)
-               FROM price_history
-              WHERE event_id = $1 AND \"timestamp\" >= $2 AND \"timestamp\" < $3
-              GROUP BY b",
-            &[&event_id, &from, &to, &lo, &hi, &bins],
-        )
-        .await
-        .map_err(StoreError::query("price distribution"))?;
-    let mut counts = vec![0i64; bins as usize];
-    for r in &rows {
-        let b: i32 = r.get(0);
-        let n: i64 = r.get(1);
-        // width_bucket puts `hi` itself in bin bins+1 (and anything below `lo` in 0): clamp.
-        let i = (b.clamp(1, bins) - 1) as usize;
-        counts[i] += n;
+/// Bin widths the distribution may use, in dollars: whole dollars, so a price counted under its
+/// floor dollar falls in exactly one bin.
+const NICE_WIDTHS: [i64; 16] = [
+    1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1_000, 2_000, 5_000, 10_000, 100_000,
+];
+
+impl Distribution {
+    /// At most `max_bins` equal bins with a round width over the observed dollars.
+    pub fn from_dollars(per_dollar: &[(i32, i64)], max_bins: usize) -> Self {
+        let (Some(&(lo, _)), Some(&(hi, _))) = (per_dollar.first(), per_dollar.last()) else {
+            return Self {
+                lo: 0.0,
+                hi: 0.0,
+                bin_width: 0.0,
+                counts: Vec::new(),
+            };
+        };
+        let (lo, hi) = (i64::from(lo), i64::from(hi) + 1);
+        let max_bins = max_bins.max(1) as i64;
+        let width = NICE_WIDTHS
+            .into_iter()
+            .find(|w| (hi - lo + w - 1) / w <= max_bins)
+            .unwrap_or((hi - lo + max_bins - 1) / max_bins);
+        let start = lo.div_euclid(width) * width;
+        let bins = (hi - start + width - 1) / width;
+        let mut counts = vec![0i64; bins as usize];
+        for &(dollar, n) in per_dollar {
+            let i = ((i64::from(dollar) - start) / width).clamp(0, bins - 1);
+            counts[i as usize] += n;
+        }
+        Self {
+            lo: start as f64,
+            hi: (start + bins * width) as f64,
+            bin_width: width as f64,
+            counts,
+        }
     }
-    Ok(Distribution {
-        lo,
-        hi,
-        bin_width: (hi - lo) / f64::from(bins),
-        counts,
-    })
 }
 
 const ALERT_COLUMNS: &str =
@@ -391,4 +410,35 @@ pub async fn windows(
             late_records: r.get(13),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distribution_bins_are_round_and_count_every_observation() {
+        let d = Distribution::from_dollars(&[(100, 8), (104, 3), (130, 7), (200, 36)], 20);
+        assert_eq!((d.lo, d.hi, d.bin_width), (100.0, 210.0, 10.0));
+        assert_eq!(d.counts.len(), 11);
+        assert_eq!(d.counts[0], 11);
+        assert_eq!(d.counts[3], 7);
+        assert_eq!(d.counts[10], 36);
+        assert_eq!(d.counts.iter().sum::<i64>(), 54);
+    }
+
+    #[test]
+    fn one_price_makes_one_bin_and_none_makes_none() {
+        let d = Distribution::from_dollars(&[(57, 4)], 20);
+        assert_eq!((d.lo, d.hi, d.counts.clone()), (57.0, 58.0, vec![4]));
+        assert!(Distribution::from_dollars(&[], 20).counts.is_empty());
+    }
+
+    #[test]
+    fn wide_ranges_stay_within_the_bin_limit() {
+        let d = Distribution::from_dollars(&[(3, 1), (9_876, 1)], 20);
+        assert!(d.counts.len() <= 20, "{d:?}");
+        assert_eq!(d.bin_width, 500.0);
+        assert_eq!(d.counts.iter().sum::<i64>(), 2);
+    }
 }

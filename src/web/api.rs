@@ -16,8 +16,8 @@ use super::error::ApiError;
 use super::range::{Range, parse_since};
 use crate::store::queries::{self, AlertRow, Distribution, EventSummary, PriceBucket, Stats, WindowRow};
 
-/// Bins of the price-distribution histogram.
-const DISTRIBUTION_BINS: i32 = 20;
+/// Most bins of the price-distribution histogram (the width is a round number of dollars).
+const DISTRIBUTION_BINS: usize = 20;
 /// Most drop markers one chart carries (newest first).
 const MAX_MARKERS: i64 = 500;
 
@@ -31,14 +31,18 @@ fn limit(value: Option<i64>, default: i64, max: i64) -> Result<i64, ApiError> {
     }
 }
 
+fn unknown_event(event_id: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "no event with id {:?}",
+        event_id.chars().take(80).collect::<String>()
+    ))
+}
+
 async fn known_event(c: &tokio_postgres::Client, event_id: &str) -> Result<(), ApiError> {
     if queries::event_exists(c, event_id).await? {
         Ok(())
     } else {
-        Err(ApiError::not_found(format!(
-            "no event with id {:?}",
-            event_id.chars().take(80).collect::<String>()
-        )))
+        Err(unknown_event(event_id))
     }
 }
 
@@ -125,25 +129,18 @@ pub async fn prices(
     let c = s.db().await?;
     let prices = s
         .bounded(async {
-            known_event(&c, &event_id).await?;
             let bucket = range.bucket_seconds();
-            // Both range scans go out at once on the one connection (pipelined).
-            let (buckets, drops) = tokio::try_join!(
-                queries::price_buckets(&c, &event_id, from, to, bucket as f64),
+            // All three go out at once on the one connection (pipelined).
+            let (exists, series, drops) = tokio::try_join!(
+                queries::event_exists(&c, &event_id),
+                queries::price_series(&c, &event_id, from, to, bucket as f64),
                 queries::event_drops(&c, &event_id, from, to, MAX_MARKERS),
             )?;
-            let lo = buckets.iter().map(|b| b.min).fold(f64::INFINITY, f64::min);
-            let hi = buckets.iter().map(|b| b.max).fold(f64::NEG_INFINITY, f64::max);
-            let distribution = if buckets.is_empty() {
-                Distribution {
-                    lo: 0.0,
-                    hi: 0.0,
-                    bin_width: 0.0,
-                    counts: Vec::new(),
-                }
-            } else {
-                queries::price_distribution(&c, &event_id, from, to, lo, hi, DISTRIBUTION_BINS).await?
-            };
+            if !exists {
+                return Err(unknown_event(&event_id));
+            }
+            let buckets = series.buckets;
+            let distribution = Distribution::from_dollars(&series.per_dollar, DISTRIBUTION_BINS);
             Ok(Prices {
                 event_id: event_id.clone(),
                 range: range.as_str(),

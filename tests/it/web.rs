@@ -200,18 +200,22 @@ async fn api_serves_events_stats_prices_alerts_and_windows_from_postgres() {
         assert!(buckets.len() <= 145, "{range}: {} buckets", buckets.len());
         assert_eq!(p["drops"].as_array().expect("drops").len(), markers, "{range}");
         assert_eq!(p["drops"][0]["alert_id"], "al1", "newest first");
+        // $100..$140 and $200: eleven $10 bins from $100 to $210.
         let d = &p["distribution"];
-        assert!(close(&d["lo"], 100.0) && close(&d["hi"], 200.0), "{d}");
+        assert!(close(&d["lo"], 100.0) && close(&d["hi"], 210.0), "{d}");
+        assert!(close(&d["bin_width"], 10.0), "{d}");
         let counts: Vec<i64> = d["counts"]
             .as_array()
             .expect("counts")
             .iter()
             .filter_map(Value::as_i64)
             .collect();
-        assert_eq!(counts.len(), 20);
+        assert_eq!(counts.len(), 11);
         assert_eq!(counts.iter().sum::<i64>(), 2 * per_listing);
-        // a2 sits at exactly `hi` and is counted in the last bin, not dropped.
-        assert_eq!(counts[19], per_listing);
+        assert_eq!(counts[10], per_listing, "a2 at $200");
+        // a1 is at $100, $110, $120, $130 and $140: the first five bins; nothing in between.
+        assert_eq!(counts[..5].iter().sum::<i64>(), per_listing, "a1");
+        assert!(counts[5..10].iter().all(|n| *n == 0), "{counts:?}");
     }
 
     let (status, alerts) = app.get("/api/alerts").await;

@@ -179,7 +179,7 @@ function drawHistogram(dist) {
   });
   root.appendChild(svg("line", { x1: L, x2: W - R, y1: H - B, y2: H - B, class: "axis" }));
   for (const [i, anchor] of [[0, "start"], [counts.length / 2, "middle"], [counts.length, "end"]]) {
-    root.appendChild(svg("text", { x: L + i * bw, y: H - B + 16, "text-anchor": anchor }, money(dist.lo + i * dist.bin_width)));
+    root.appendChild(svg("text", { x: L + i * bw, y: H - B + 16, "text-anchor": anchor }, money(dist.lo + i * dist.bin_width).replace(/\.00$/, "")));
   }
 }
 
