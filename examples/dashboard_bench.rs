@@ -163,15 +163,20 @@ async fn main() -> Result<()> {
     let now = Utc::now();
     let day_start = now.date_naive().and_hms_opt(0, 0, 0).map_or(now, |m| m.and_utc());
 
+    // The chart query of the 7-day view, as store::queries::price_series sends it.
     let plan = c
         .query(
             "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
-             SELECT date_bin(make_interval(secs => 4200), \"timestamp\", now() - interval '7 days') AS t,
-                    floor(price)::int4 AS dollar, min(price)::float8, avg(price)::float8, max(price)::float8,
-                    count(*), count(*) FILTER (WHERE change_kind = 'drop')
-               FROM price_history WHERE event_id = 'gen_50' AND \"timestamp\" >= now() - interval '7 days'
-                AND \"timestamp\" < now()
-              GROUP BY GROUPING SETS ((t), (dollar))",
+             SELECT b.t, a.lo, a.mean, a.hi, a.n, a.drops
+               FROM generate_series(now() - interval '7 days', now() - interval '1 microsecond',
+                                    make_interval(secs => 4200)) AS b (t),
+                    LATERAL (SELECT min(price)::float8 AS lo, avg(price)::float8 AS mean,
+                                    max(price)::float8 AS hi, count(*) AS n,
+                                    count(*) FILTER (WHERE change_kind = 'drop') AS drops
+                               FROM price_history
+                              WHERE event_id = 'gen_50' AND \"timestamp\" >= b.t
+                                AND \"timestamp\" < LEAST(b.t + make_interval(secs => 4200), now())) AS a
+              WHERE a.n > 0 ORDER BY b.t",
             &[],
         )
         .await?;
