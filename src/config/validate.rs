@@ -213,8 +213,9 @@ impl Config {
         );
         p.positive_duration(self.web.health_timeout, "web.health_timeout");
         p.positive_duration(self.web.query_timeout, "web.query_timeout");
+        // A wrong pool_size is reported on its own key; compare with it only when it is valid.
         p.check(
-            self.web.db_connections >= 1 && self.web.db_connections < pg.pool_size,
+            self.web.db_connections >= 1 && (pg.pool_size < 2 || self.web.db_connections < pg.pool_size),
             "web.db_connections",
             "must be at least 1 and less than postgres.pool_size (the engine needs the rest)",
         );
