@@ -18,3 +18,4 @@ pub mod publish;
 pub mod runtime;
 pub mod sources;
 pub mod store;
+pub mod web;

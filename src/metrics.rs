@@ -62,6 +62,8 @@ pub struct Metrics {
     pub counters: Counters,
     partitions: Mutex<BTreeMap<i32, std::sync::Arc<PartitionProgress>>>,
     latency_us: Mutex<Histogram<u64>>,
+    /// Exact sum of every recorded latency (the histogram keeps 3 significant digits only).
+    latency_sum_us: AtomicU64,
     channels: Mutex<BTreeMap<&'static str, (usize, usize)>>,
     last_error: Mutex<Option<String>>,
 }
@@ -75,6 +77,7 @@ impl Default for Metrics {
             latency_us: Mutex::new(
                 Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds"),
             ),
+            latency_sum_us: AtomicU64::new(0),
             channels: Mutex::default(),
             last_error: Mutex::default(),
         }
@@ -94,9 +97,50 @@ impl Metrics {
     /// Record produce → commit latencies (microseconds) of one committed batch.
     pub fn record_latencies(&self, micros: impl IntoIterator<Item = u64>) {
         let mut h = lock(&self.latency_us);
+        let mut sum = 0u64;
         for us in micros {
             h.saturating_record(us.max(1));
+            sum = sum.saturating_add(us);
         }
+        self.latency_sum_us.fetch_add(sum, Relaxed);
+    }
+
+    /// The produce → commit latency histogram as cumulative counts at each bound (seconds),
+    /// for Prometheus exposition.
+    pub fn latency_buckets(&self, bounds_s: &[f64]) -> LatencyBuckets {
+        let h = lock(&self.latency_us);
+        // One pass over the histogram's buckets: each bound adds the counts above the previous one.
+        let (mut total, mut from_us) = (0u64, 0u64);
+        let cumulative = bounds_s
+            .iter()
+            .map(|&le| {
+                let le_us = (le * 1e6) as u64;
+                if le_us >= from_us && !h.is_empty() {
+                    total = total.saturating_add(h.count_between(from_us, le_us));
+                    from_us = h.next_non_equivalent(le_us);
+                }
+                total
+            })
+            .collect();
+        LatencyBuckets {
+            bounds_s: bounds_s.to_vec(),
+            cumulative,
+            count: h.len(),
+            sum_s: self.latency_sum_us.load(Relaxed) as f64 / 1e6,
+        }
+    }
+
+    /// `(high watermark, committed next offset)` of every raw_prices partition seen so far.
+    pub fn partition_offsets(&self) -> BTreeMap<i32, (i64, i64)> {
+        lock(&self.partitions)
+            .iter()
+            .map(|(p, prog)| {
+                (
+                    *p,
+                    (prog.high_watermark.load(Relaxed), prog.committed.load(Relaxed)),
+                )
+            })
+            .collect()
     }
 
     pub fn set_channel(&self, name: &'static str, used: usize, capacity: usize) {
@@ -174,6 +218,16 @@ impl Metrics {
     }
 }
 
+/// Cumulative counts of the latency histogram at fixed bounds (`le` in seconds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyBuckets {
+    pub bounds_s: Vec<f64>,
+    /// Observations at or below each bound, same order as `bounds_s`.
+    pub cumulative: Vec<u64>,
+    pub count: u64,
+    pub sum_s: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ChannelFill {
     pub used: usize,
@@ -219,4 +273,29 @@ pub struct Snapshot {
     pub lag: BTreeMap<i32, i64>,
     pub channels: BTreeMap<String, ChannelFill>,
     pub last_error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_buckets_are_cumulative_and_sum_is_exact() {
+        let m = Metrics::default();
+        m.record_latencies([1_000, 20_000, 20_000, 3_000_000]);
+        let b = m.latency_buckets(&[0.005, 0.05, 1.0, 10.0]);
+        assert_eq!(b.cumulative, vec![1, 3, 3, 4]);
+        assert_eq!(b.count, 4);
+        assert!((b.sum_s - 3.041).abs() < 1e-9, "{}", b.sum_s);
+    }
+
+    #[test]
+    fn partition_offsets_report_watermark_and_commit() {
+        let m = Metrics::default();
+        let p = m.partition(2);
+        p.high_watermark.store(100, Relaxed);
+        p.committed.store(40, Relaxed);
+        assert_eq!(m.partition_offsets().get(&2), Some(&(100, 40)));
+        assert_eq!(m.snapshot().lag.get(&2), Some(&60));
+    }
 }

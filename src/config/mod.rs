@@ -441,6 +441,17 @@ pub struct WebConfig {
     pub listen: String,
     /// Bearer token required by every state-changing request. Empty disables those requests.
     pub api_token: Secret,
+    /// `/health/ready` answers 503 while the total raw_prices consumer lag exceeds this many records.
+    pub ready_max_lag: u64,
+    /// Upper bound on each readiness probe (Postgres `SELECT 1`, broker metadata).
+    #[serde(with = "humantime_serde")]
+    pub health_timeout: Duration,
+    /// Upper bound on one dashboard or API query; past it the request gets a 503.
+    #[serde(with = "humantime_serde")]
+    pub query_timeout: Duration,
+    /// Postgres connections web requests may hold at once, out of `postgres.pool_size`: the
+    /// rest stay free for the engine however many dashboards are open.
+    pub db_connections: usize,
 }
 
 impl Default for WebConfig {
@@ -448,6 +459,10 @@ impl Default for WebConfig {
         Self {
             listen: "127.0.0.1:8080".into(),
             api_token: Secret::new(""),
+            ready_max_lag: 100_000,
+            health_timeout: Duration::from_secs(2),
+            query_timeout: Duration::from_secs(5),
+            db_connections: 3,
         }
     }
 }

@@ -241,6 +241,14 @@ impl Config {
             "must not start with `watch:` (reserved for alerts raised by watches)",
         );
         p.0.extend(self.alert.problems());
+        p.positive_duration(self.web.health_timeout, "web.health_timeout");
+        p.positive_duration(self.web.query_timeout, "web.query_timeout");
+        // A wrong pool_size is reported on its own key; compare with it only when it is valid.
+        p.check(
+            self.web.db_connections >= 1 && (pg.pool_size < 2 || self.web.db_connections < pg.pool_size),
+            "web.db_connections",
+            "must be at least 1 and less than postgres.pool_size (the engine needs the rest)",
+        );
         p.0
     }
 }
@@ -263,6 +271,23 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         assert_eq!(Config::default().validate(), Vec::new());
+    }
+
+    #[test]
+    fn zero_web_timeouts_are_refused_with_their_keys() {
+        let mut config = Config::default();
+        config.web.health_timeout = Duration::ZERO;
+        config.web.query_timeout = Duration::ZERO;
+        let keys: Vec<_> = config.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, vec!["web.health_timeout", "web.query_timeout"]);
+    }
+
+    #[test]
+    fn the_web_cannot_take_every_postgres_connection() {
+        let mut config = Config::default();
+        config.web.db_connections = config.postgres.pool_size;
+        let keys: Vec<_> = config.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, vec!["web.db_connections"]);
     }
 
     #[test]

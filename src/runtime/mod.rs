@@ -15,6 +15,7 @@
 //!
 //!  metrics reporter ──► log line, system_metrics table and topic
 //!  alert (when alert.enabled) ◄── price_alerts, processed_prices ──► Discord/Slack/webhooks
+//!  web (web.listen) ──► dashboard, JSON API, /metrics, /health: reads Postgres, Metrics, PriceCache
 //! ```
 //!
 //! Every channel is bounded: a slow stage makes the one before it wait, back to the fetch loop.
@@ -38,6 +39,7 @@ use crate::kafka::{self, KafkaError, topics};
 use crate::metrics::Metrics;
 use crate::sources;
 use crate::store::{self, StoreError, migrate};
+use crate::web;
 use supervisor::{RestartPolicy, Supervisor, SupervisorError};
 
 /// Why `conscope run` stopped with an error.
@@ -114,6 +116,17 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
             async move { crate::alert::run(actx, cancel).await.map_err(Into::into) }
         });
     }
+    let (c, p, m, ca, k) = (
+        cfg.clone(),
+        pool.clone(),
+        metrics.clone(),
+        cache.clone(),
+        client.clone(),
+    );
+    sup.spawn("web", move |cancel| {
+        let (c, p, m, ca, k) = (c.clone(), p.clone(), m.clone(), ca.clone(), k.clone());
+        async move { web::serve(c, p, m, ca, k, cancel).await.map_err(Into::into) }
+    });
     if cfg.sources.simulated.enabled {
         let (c, k, m) = (cfg.clone(), client.clone(), metrics.clone());
         sup.spawn("source.simulated", move |cancel| {

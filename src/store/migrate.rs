@@ -24,6 +24,10 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../sql/001_core.sql"),
     },
     Migration {
+        file: "002_web.sql",
+        sql: include_str!("../../sql/002_web.sql"),
+    },
+    Migration {
         file: "003_alerting.sql",
         sql: include_str!("../../sql/003_alerting.sql"),
     },

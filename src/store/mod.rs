@@ -1,9 +1,12 @@
-//! PostgreSQL: the connection pool, migrations ([`migrate`]), stored offsets ([`offsets`]) and the
-//! one-transaction-per-batch writer ([`writer`]).
+//! PostgreSQL: the connection pool, migrations ([`migrate`]), stored offsets ([`offsets`]), the
+//! one-transaction-per-batch writer ([`writer`]), and what the web layer reads ([`queries`]) and
+//! edits ([`watches`]).
 
 pub mod migrate;
 pub mod offsets;
 pub mod persist;
+pub mod queries;
+pub mod watches;
 pub mod windows;
 pub mod writer;
 

@@ -1,10 +1,10 @@
 //! price_windows: writing closed windows, recomputing a written window for late records, the
-//! watermark, rebuilding open windows at start, and the query the web layer reads.
+//! watermark, and rebuilding open windows at start. The web layer reads windows through
+//! `store::queries::windows`.
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use rust_decimal::Decimal;
-use serde::Serialize;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Transaction};
 
@@ -206,67 +206,4 @@ async fn replay_rows(
         n += 1;
     }
     Ok(n)
-}
-
-/// One window of one event and source, added up over instances (what the dashboard shows).
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct WindowStats {
-    pub source: String,
-    pub width_seconds: i32,
-    pub window_start: DateTime<Utc>,
-    pub window_end: DateTime<Utc>,
-    pub observations: i64,
-    pub distinct_listings: i64,
-    pub min_price: f64,
-    pub max_price: f64,
-    pub mean_price: f64,
-    pub first_price: f64,
-    pub last_price: f64,
-    pub drops: i64,
-    pub rises: i64,
-    pub late_records: i64,
-}
-
-/// The windows of `event_id` of one width starting at or after `since`, oldest first.
-pub async fn for_event(
-    client: &Client,
-    event_id: &str,
-    width_seconds: i32,
-    since: DateTime<Utc>,
-) -> Result<Vec<WindowStats>, StoreError> {
-    let rows = client
-        .query(
-            "SELECT source, width_seconds, window_start, max(window_end), sum(observations)::int8,
-                    sum(distinct_listings)::int8, min(min_price)::float8, max(max_price)::float8,
-                    (sum(sum_price) / sum(observations))::float8,
-                    ((array_agg(first_price ORDER BY first_at))[1])::float8,
-                    ((array_agg(last_price ORDER BY last_at DESC))[1])::float8,
-                    sum(drops)::int8, sum(rises)::int8, sum(late_records)::int8
-               FROM price_windows
-              WHERE event_id = $1 AND width_seconds = $2 AND window_start >= $3
-              GROUP BY source, width_seconds, window_start
-              ORDER BY window_start, source",
-            &[&event_id, &width_seconds, &since],
-        )
-        .await
-        .map_err(StoreError::query("read price_windows"))?;
-    Ok(rows
-        .iter()
-        .map(|r| WindowStats {
-            source: r.get(0),
-            width_seconds: r.get(1),
-            window_start: r.get(2),
-            window_end: r.get(3),
-            observations: r.get(4),
-            distinct_listings: r.get(5),
-            min_price: r.get(6),
-            max_price: r.get(7),
-            mean_price: r.get(8),
-            first_price: r.get(9),
-            last_price: r.get(10),
-            drops: r.get(11),
-            rises: r.get(12),
-            late_records: r.get(13),
-        })
-        .collect())
 }

@@ -7,3 +7,4 @@ mod alerting;
 mod engine;
 mod foundation;
 mod pollers;
+mod web;
