@@ -56,6 +56,7 @@ struct Agg {
     last: Stamp,
     drops: i32,
     rises: i32,
+    late: i32,
 }
 
 /// A finished window, ready to be written.
@@ -73,6 +74,8 @@ pub struct WindowRow {
     pub last_at_ms: i64,
     pub drops: i32,
     pub rises: i32,
+    /// Records merged in after the watermark had passed the window's end.
+    pub late_records: i32,
 }
 
 #[derive(Debug)]
@@ -104,6 +107,16 @@ impl Windows {
         }
     }
 
+    /// Make the owned partitions known before they deliver anything: each then holds the
+    /// watermark back until it delivers a record or goes idle. Without this, the first
+    /// partition to deliver after a restart would move the watermark past the records a slower
+    /// partition is still replaying.
+    pub fn register_partitions(&mut self, partitions: &[i32], now: Instant) {
+        for p in partitions {
+            self.clocks.entry(*p).or_insert((i64::MIN, now));
+        }
+    }
+
     pub fn enabled(&self) -> bool {
         !self.widths.is_empty()
     }
@@ -116,8 +129,9 @@ impl Windows {
         self.open.len()
     }
 
-    /// Add a live record. Returns the written windows it was late for (to be merged when the
-    /// policy says so; empty under `drop`) and how many windows it was late for.
+    /// Add a live record. The watermark moves with every record, so lateness is exact per
+    /// record. Returns the windows already written that the record was late for (to be
+    /// recomputed under `merge`; empty under `drop`) and how many windows it was late for.
     pub fn observe(&mut self, o: Observation<'_>, now: Instant) -> (Vec<WindowKey>, u64) {
         if !self.enabled() {
             return (Vec::new(), 0);
@@ -125,25 +139,42 @@ impl Windows {
         let clock = self.clocks.entry(o.partition).or_insert((o.ts_ms, now));
         clock.0 = clock.0.max(o.ts_ms);
         clock.1 = now;
-        let mut late = Vec::new();
+        self.move_watermark(now);
+        let mut written = Vec::new();
         let mut late_count = 0;
         for i in 0..self.widths.len() {
             let key = self.key(&o, self.widths[i]);
-            if key.start_ms + key.width_ms <= self.watermark {
-                late_count += 1;
-                if self.policy == LatePolicy::Merge {
-                    late.push(key);
+            if key.start_ms + key.width_ms > self.watermark {
+                self.add(key, &o);
+                continue;
+            }
+            late_count += 1;
+            if self.policy == LatePolicy::Drop {
+                continue;
+            }
+            if self.open.contains_key(&key) {
+                // Due but not handed out yet: merge in place.
+                self.add(key.clone(), &o);
+                if let Some(agg) = self.open.get_mut(&key) {
+                    agg.late += 1;
                 }
             } else {
-                self.add(key, &o);
+                written.push(key);
             }
         }
-        (late, late_count)
+        (written, late_count)
     }
 
-    /// Add a stored row while rebuilding open windows at start: windows already written
-    /// (ending at or before the watermark) are skipped.
+    /// Add a stored row while rebuilding open windows at start (after `register_partitions`):
+    /// windows already written (ending at or before the watermark) are skipped.
     pub fn replay(&mut self, o: Observation<'_>) {
+        // The stored rows also tell how far each partition had got, so a restart with nothing
+        // new to read still closes what the stored rows complete.
+        let clock = self
+            .clocks
+            .entry(o.partition)
+            .or_insert((o.ts_ms, Instant::now()));
+        clock.0 = clock.0.max(o.ts_ms);
         for i in 0..self.widths.len() {
             let key = self.key(&o, self.widths[i]);
             if key.start_ms + key.width_ms > self.watermark {
@@ -174,6 +205,7 @@ impl Windows {
             last: stamp,
             drops: 0,
             rises: 0,
+            late: 0,
         });
         agg.observations += 1;
         agg.listings.insert(hash);
@@ -189,22 +221,30 @@ impl Windows {
         }
     }
 
-    /// Move the watermark and hand out every window it has passed, in key order.
-    pub fn advance(&mut self, now: Instant) -> Vec<WindowRow> {
-        let active: Vec<i64> = self
+    /// The watermark from the partitions' clocks: the minimum over active partitions (or the
+    /// maximum when all are idle), minus the lateness; never moving back.
+    fn move_watermark(&mut self, now: Instant) {
+        let active = self
             .clocks
             .values()
             .filter(|(_, last)| now.duration_since(*last) < self.idle)
             .map(|(t, _)| *t)
-            .collect();
-        let candidate = match active.iter().min() {
-            Some(t) => *t,
+            .min();
+        let candidate = match active {
+            Some(t) => t,
             None => match self.clocks.values().map(|(t, _)| *t).max() {
                 Some(t) => t,
-                None => return Vec::new(),
+                None => return,
             },
         };
-        self.watermark = self.watermark.max(candidate.saturating_sub(self.lateness_ms));
+        if candidate != i64::MIN {
+            self.watermark = self.watermark.max(candidate.saturating_sub(self.lateness_ms));
+        }
+    }
+
+    /// Move the watermark and hand out every window it has passed, in key order.
+    pub fn advance(&mut self, now: Instant) -> Vec<WindowRow> {
+        self.move_watermark(now);
         let wm = self.watermark;
         let due: Vec<WindowKey> = self
             .open
@@ -228,6 +268,7 @@ impl Windows {
                 last_at_ms: a.last.0,
                 drops: a.drops,
                 rises: a.rises,
+                late_records: a.late,
             })
             .collect();
         rows.sort_by(|a, b| a.key.cmp(&b.key));
@@ -318,6 +359,35 @@ mod tests {
         let rows = w.advance(later);
         assert_eq!(rows.len(), 1, "partition 1 went idle: window 0 closes");
         assert_eq!(rows[0].observations, 2);
+    }
+
+    #[test]
+    fn a_registered_partition_holds_the_watermark_until_it_delivers_or_idles() {
+        let start = Instant::now();
+        let mut w = Windows::new(&cfg(LatePolicy::Merge), None);
+        w.register_partitions(&[0, 1], start);
+        w.observe(obs("a", 100, 10_000, 0, 0), start);
+        w.observe(obs("a", 100, 10 * MIN, 0, 1), start);
+        assert!(w.advance(start).is_empty(), "partition 1 has not delivered yet");
+        w.observe(obs("b", 100, 20_000, 1, 0), start);
+        assert!(w.advance(start).is_empty(), "partition 1 is still at 20 s");
+        assert_eq!(
+            w.advance(start + Duration::from_secs(31)).len(),
+            1,
+            "both idle: the largest time counts"
+        );
+    }
+
+    #[test]
+    fn a_restart_with_nothing_new_to_read_still_closes_what_the_stored_rows_complete() {
+        let now = Instant::now();
+        let mut w = Windows::new(&cfg(LatePolicy::Merge), None);
+        w.register_partitions(&[0], now);
+        w.replay(obs("a", 100, 10_000, 0, 0));
+        w.replay(obs("a", 90, 10 * MIN, 0, 1));
+        let rows = w.advance(now);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].key.start_ms, 0);
     }
 
     #[test]

@@ -91,6 +91,7 @@ pub async fn run(ctx: EngineContext, cancel: CancellationToken) -> Result<(), En
             .await
             .map_err(EngineError::WarmStart)?;
         let mut windows = Windows::new(&cfg.windows, watermark);
+        windows.register_partitions(&cfg.owned_partitions(), std::time::Instant::now());
         if windows.enabled() {
             let widest = cfg.windows.widths_ms().into_iter().max().unwrap_or(60_000);
             let rows = store::windows::rebuild(&client, &mut windows, widest, &cfg.owned_partitions())

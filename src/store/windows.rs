@@ -26,21 +26,23 @@ pub async fn upsert(tx: &Transaction<'_>, instance: i32, rows: &[WindowRow]) -> 
         .prepare(
             "INSERT INTO price_windows (event_id, source, width_seconds, window_start, window_end, observations,
                  distinct_listings, min_price, max_price, sum_price, mean_price, first_price, last_price,
-                 drops, rises, first_at, last_at, instance)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, round($10::numeric / $6::int8, 4), $11, $12, $13, $14, $15, $16, $17)
+                 drops, rises, first_at, last_at, instance, late_records)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, round($10::numeric / $6::int8, 4), $11, $12, $13, $14, $15,
+                     $16, $17, $18)
              ON CONFLICT (event_id, width_seconds, window_start, source, instance) DO UPDATE SET
                  observations = EXCLUDED.observations, distinct_listings = EXCLUDED.distinct_listings,
                  min_price = EXCLUDED.min_price, max_price = EXCLUDED.max_price, sum_price = EXCLUDED.sum_price,
                  mean_price = EXCLUDED.mean_price, first_price = EXCLUDED.first_price,
                  last_price = EXCLUDED.last_price, drops = EXCLUDED.drops, rises = EXCLUDED.rises,
-                 first_at = EXCLUDED.first_at, last_at = EXCLUDED.last_at, updated_at = now()",
+                 first_at = EXCLUDED.first_at, last_at = EXCLUDED.last_at,
+                 late_records = EXCLUDED.late_records, updated_at = now()",
         )
         .await
         .map_err(StoreError::query("prepare price_windows upsert"))?;
     for r in rows {
         let k = &r.key;
         let width = (k.width_ms / 1000) as i32;
-        let params: [&(dyn ToSql + Sync); 17] = [
+        let params: [&(dyn ToSql + Sync); 18] = [
             &k.event_id,
             &k.source,
             &width,
@@ -58,6 +60,7 @@ pub async fn upsert(tx: &Transaction<'_>, instance: i32, rows: &[WindowRow]) -> 
             &at(r.first_at_ms),
             &at(r.last_at_ms),
             &instance,
+            &r.late_records,
         ];
         tx.execute(&stmt, &params)
             .await

@@ -545,3 +545,14 @@ pub async fn run_to_end(cfg: &Config, db: &TestDb, client: &rskafka::client::Cli
     task.await??;
     waited
 }
+
+/// A valid PriceEvent JSON observed at `timestamp` (ISO-8601).
+pub fn event_json_at(event_id: &str, listing: &str, price: f64, timestamp: &str) -> Vec<u8> {
+    serde_json::json!({
+        "event_id": event_id, "event_name": format!("Show {event_id}"), "venue": "Test Arena",
+        "source": "mock", "section": "112", "row": "F", "seat": "7", "price": price,
+        "timestamp": timestamp, "listing_id": listing,
+    })
+    .to_string()
+    .into_bytes()
+}

@@ -8,3 +8,4 @@ mod engine;
 mod foundation;
 mod pollers;
 mod web;
+mod windows;
