@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # test.sh — ConScope's full test run, also on a fresh machine: install what is missing (Tansu,
-# PostgreSQL 15, Chromium when CONSCOPE_BROWSER_TESTS=1), start the local broker and Postgres,
+# PostgreSQL 15, Chromium for the dashboard browser test), start the local broker and Postgres,
 # then run every test target against them.
 #
 # Usage: scripts/test.sh [extra arguments for `cargo test`]
-#   CONSCOPE_BROWSER_TESTS=1  also install Chromium for the dashboard browser tests
+#   CONSCOPE_BROWSER_TESTS=0  skip the dashboard browser test (default 1: install Chromium and run it)
 #   CONSCOPE_SOAK=1           enable the long soak tests (read by the tests themselves)
 #   DATABASE_URL=...          use an existing Postgres instead of a private cluster
 # Exits with cargo's exit code.
@@ -65,7 +65,9 @@ section "Tools"
 ensure_rust
 ensure_tansu
 ensure_postgres
-if [[ ${CONSCOPE_BROWSER_TESTS:-0} == 1 ]]; then
+# The browser test runs by default (and then must run); 0 skips it.
+export CONSCOPE_BROWSER_TESTS="${CONSCOPE_BROWSER_TESTS:-1}"
+if [[ $CONSCOPE_BROWSER_TESTS == 1 ]]; then
   ensure_chromium
 fi
 
