@@ -43,7 +43,14 @@ impl PriceEvent {
     /// ConScope's key, `{event_id}_{source}_{section}_{row}_{seat}`.
     pub fn listing_key(&self) -> String {
         match self.listing_id.as_deref() {
-            Some(id) if !id.is_empty() => format!("{}:{}", self.source, id),
+            Some(id) if !id.is_empty() => {
+                // Built by hand: this runs once per record on the hot path, and `format!` costs more.
+                let mut key = String::with_capacity(self.source.len() + 1 + id.len());
+                key.push_str(&self.source);
+                key.push(':');
+                key.push_str(id);
+                key
+            }
             _ => format!(
                 "{}_{}_{}_{}_{}",
                 self.event_id, self.source, self.section, self.row, self.seat

@@ -5,6 +5,7 @@
 //! never across an `.await`. The cache is updated on every event — drop or not — so a drop is
 //! reported once, not on every later poll.
 
+use compact_str::CompactString;
 use dashmap::DashMap;
 
 use crate::model::{Change, ChangeKind};
@@ -18,10 +19,12 @@ pub struct ListingState {
     pub last_seen_ms: i64,
 }
 
-/// aHash instead of SipHash: keys come from our own sources, and lookups are the hot path.
+/// aHash instead of SipHash: lookups are the hot path. Keys are `CompactString`s, which keep
+/// keys up to 24 bytes inline: no heap allocation per listing, and one cache miss less per
+/// lookup with a million listings.
 #[derive(Debug, Default)]
 pub struct PriceCache {
-    map: DashMap<Box<str>, ListingState, ahash::RandomState>,
+    map: DashMap<CompactString, ListingState, ahash::RandomState>,
 }
 
 impl PriceCache {

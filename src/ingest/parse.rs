@@ -283,6 +283,9 @@ fn truncate(s: &str, max: usize) -> &str {
 /// ISO-8601 date-time: with an offset (`Z`, `+02:00`), or naive (taken as UTC).
 pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     let s = s.trim();
+    if let Some(t) = fixed_iso(s.as_bytes()) {
+        return Some(t);
+    }
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc));
     }
@@ -301,6 +304,49 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
         }
     }
     None
+}
+
+/// The shape producers send almost always, `YYYY-MM-DDTHH:MM:SS[.f…][Z|±HH:MM]`, read by
+/// position (chrono's general parser costs more than the rest of a record's validation).
+/// Anything else returns `None` and takes the general path.
+fn fixed_iso(b: &[u8]) -> Option<DateTime<Utc>> {
+    fn num(b: &[u8]) -> Option<u32> {
+        b.iter().try_fold(0u32, |n, c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    }
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let date = NaiveDate::from_ymd_opt(num(&b[0..4])? as i32, num(&b[5..7])?, num(&b[8..10])?)?;
+    let (h, m, sec) = (num(&b[11..13])?, num(&b[14..16])?, num(&b[17..19])?);
+    let mut rest = &b[19..];
+    let mut nanos = 0u32;
+    if let Some((b'.', frac)) = rest.split_first() {
+        let digits = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 || digits > 9 {
+            return None;
+        }
+        nanos = num(&frac[..digits])? * 10u32.pow(9 - digits as u32);
+        rest = &frac[digits..];
+    }
+    let offset_secs: i64 = match rest {
+        [] | [b'Z'] => 0,
+        [sign @ (b'+' | b'-'), hh1, hh2, b':', mm1, mm2] => {
+            let v = i64::from(num(&[*hh1, *hh2])? * 3600 + num(&[*mm1, *mm2])? * 60);
+            if *sign == b'+' { v } else { -v }
+        }
+        _ => return None,
+    };
+    let time = chrono::NaiveTime::from_hms_nano_opt(h, m, sec, nanos)?;
+    let utc = date.and_time(time).and_utc() - chrono::Duration::seconds(offset_secs);
+    Some(utc)
 }
 
 fn parse_date(s: &str) -> Option<DateTime<Utc>> {

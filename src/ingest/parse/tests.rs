@@ -99,6 +99,16 @@ fn naive_and_offset_timestamps_and_bare_dates() {
         Some(1_795_219_200)
     );
     assert_eq!(parse_time("21/11/2026"), None);
+    assert_eq!(
+        parse_time("2026-11-21T10:00:00+02:00").map(|t| t.timestamp()),
+        Some(1_795_248_000)
+    );
+    assert_eq!(
+        parse_time("2026-11-21T10:00:00.123456789-01:30").map(|t| t.timestamp_nanos_opt()),
+        Some(Some(1_795_260_600_123_456_789))
+    );
+    assert_eq!(parse_time("2026-02-30T10:00:00"), None, "no such day");
+    assert_eq!(parse_time("2026-11-21T25:00:00"), None, "no such hour");
 }
 
 proptest! {
@@ -117,6 +127,16 @@ proptest! {
         };
         let bytes = serde_json::to_vec(&event).expect("serializes");
         prop_assert_eq!(parse(&bytes).expect("parses"), event);
+    }
+
+    #[test]
+    fn the_fast_timestamp_path_agrees_with_chrono(secs in 0i64..4_000_000_000, micros in 0u32..1_000_000, off_min in -720i32..840) {
+        let t = DateTime::from_timestamp(secs, micros * 1000).expect("in range");
+        let offset = chrono::FixedOffset::east_opt(off_min * 60).expect("offset");
+        let with_offset = t.with_timezone(&offset).to_rfc3339_opts(chrono::SecondsFormat::Micros, false);
+        prop_assert_eq!(parse_time(&with_offset), Some(t));
+        let naive = t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f").to_string();
+        prop_assert_eq!(parse_time(&naive), Some(t));
     }
 
     #[test]
