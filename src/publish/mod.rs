@@ -167,6 +167,8 @@ pub async fn recover(
     let cfg = publisher.cfg.clone();
     let client = store::client(pool, &cfg.postgres).await?;
     let mut total = 0;
+    // Alerts raised by watches (rule `watch:<id>`) are written by the alert task and never go
+    // through this outbox.
     for (&partition, &(next, published)) in stored {
         if published >= next {
             continue;
@@ -180,6 +182,7 @@ pub async fn recover(
             .query(
                 "SELECT alert_id, payload::text, alert_timestamp FROM price_alerts
                   WHERE kafka_partition = $1 AND kafka_offset >= $2 AND kafka_offset < $3
+                    AND rule NOT LIKE 'watch:%'
                   ORDER BY kafka_offset",
                 &[&partition, &published, &next],
             )
