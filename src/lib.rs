@@ -3,9 +3,11 @@
 //! Sources produce PriceEvents to Kafka `raw_prices`; the engine ([`runtime`]) reads them
 //! ([`ingest`]), finds price changes in a sharded cache ([`detect`]), commits rows and offsets
 //! to PostgreSQL in one transaction per batch ([`store`]) and publishes `processed_prices` and
-//! `price_alerts` ([`publish`]). See `docs/architecture.md` for the whole picture.
+//! `price_alerts` ([`publish`]). See `docs/architecture.md` for the whole picture. [`bench`] measures it
+//! (`docs/benchmarks.md`).
 
 pub mod backoff;
+pub mod bench;
 pub mod config;
 pub mod detect;
 pub mod ingest;

@@ -56,6 +56,10 @@ enum Command {
         #[arg(long)]
         listings: Option<u32>,
     },
+    /// Measure ConScope end to end against the configured broker and Postgres, in a scratch
+    /// database and topic set (docs/benchmarks.md); `bench gen` writes a feed file, `bench cache`
+    /// measures the price cache.
+    Bench(conscope::bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,6 +163,9 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             seed,
             listings,
         } => simulate(config, events, rate, seed, listings).await?,
+        Command::Bench(args) => conscope::bench::command(config, args)
+            .await
+            .context("conscope bench")?,
         Command::CheckConfig => unreachable!("handled before the runtime starts"),
     }
     Ok(())
