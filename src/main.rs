@@ -60,6 +60,9 @@ enum Command {
     /// database and topic set (docs/benchmarks.md); `bench gen` writes a feed file, `bench cache`
     /// measures the price cache.
     Bench(conscope::bench::BenchArgs),
+    /// Run JSON lines (FILE, or - for stdin) through parse → detect → persist without Kafka;
+    /// a re-run of the same file resumes after its last committed line.
+    Replay(conscope::replay::ReplayArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,6 +169,9 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Bench(args) => conscope::bench::command(config, args)
             .await
             .context("conscope bench")?,
+        Command::Replay(args) => conscope::replay::command(config, args)
+            .await
+            .context("conscope replay")?,
         Command::CheckConfig => unreachable!("handled before the runtime starts"),
     }
     Ok(())

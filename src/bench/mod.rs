@@ -12,9 +12,10 @@
 //! ```
 //!
 //! Also `bench gen` (the feed as JSON lines for `conscope replay`) and `bench cache` (bytes per
-//! listing in the price cache).
+//! listing in the price cache). `replay`'s bare-COPY ceiling lives in [`copy`].
 
 pub mod cache;
+pub mod copy;
 pub mod fetch;
 pub mod generate;
 pub mod producer;
