@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod bench;
 mod engine;
 mod foundation;
 mod pollers;
