@@ -4,7 +4,8 @@
 //! ```text
 //!  scratch   CREATE DATABASE conscope_bench_<id> (migrated) · topics <name>_bench_<id>
 //!  producer  `conscope simulate` child ──► raw_prices        (first, or paced with --rate)
-//!  run       engine in-process until committed = N ──► figures: events/s, rows/s, latency,
+//!  run       engine in-process until committed = N ──► figures: events/s, rows/s, latency
+//!            (with --probe-broker: a bare consumer tailing the topic gives the broker's share),
 //!            alerts, CPU, RSS; RSS samples while Postgres is held locked (--stall-postgres)
 //!  ceiling   bare rskafka fetch of the same topic ──► ConScope / bare ratio
 //!  python    first ConScope consumer on the same topic (--with-python)
@@ -125,6 +126,10 @@ pub struct RunArgs {
     /// connection for SECS seconds and report RSS samples over the run.
     #[arg(long, value_name = "SECS")]
     pub stall_postgres: Option<u64>,
+    /// Steady mode only: also tail the topic with a bare consumer and report its produce → fetch
+    /// latency, the broker's share of ConScope's produce → commit latency (it adds fetch load).
+    #[arg(long, requires = "rate")]
+    pub probe_broker: bool,
     /// Print the figures as one JSON document.
     #[arg(long)]
     pub json: bool,

@@ -55,8 +55,12 @@ pub fn print_run(f: &BenchFigures, json: bool) -> Result<(), BenchError> {
             p.rows_per_s, p.rows_persisted, p.listing_state_rows
         ),
         format!(
-            "bare fetch        {:>10.0} records/s  ({} records in {:.1} s): ConScope at {:.2}x",
-            f.bare_fetch.records_per_s, f.bare_fetch.records, f.bare_fetch.seconds, f.ratio_to_bare_fetch
+            "bare fetch        {:>10.0} records/s  ({} records in {} fetches, {:.1} s): ConScope at {:.2}x",
+            f.bare_fetch.records_per_s,
+            f.bare_fetch.records,
+            f.bare_fetch.fetches,
+            f.bare_fetch.seconds,
+            f.ratio_to_bare_fetch
         ),
         format!(
             "produce → commit  p50 {:.1} ms · p95 {:.1} ms · p99 {:.1} ms · max {:.1} ms ({} records{})",
@@ -71,6 +75,13 @@ pub fn print_run(f: &BenchFigures, json: bool) -> Result<(), BenchError> {
                 ""
             }
         ),
+        match &p.broker_latency {
+            Some(b) => format!(
+                "produce → fetch   p50 {:.1} ms · p95 {:.1} ms · p99 {:.1} ms · max {:.1} ms (bare consumer tailing the topic: the broker's share)",
+                b.p50_ms, b.p95_ms, b.p99_ms, b.max_ms
+            ),
+            None => String::new(),
+        },
         format!(
             "alerts            {} raised, {} stored",
             p.alerts_raised, p.alert_rows
@@ -140,7 +151,7 @@ pub fn print_run(f: &BenchFigures, json: bool) -> Result<(), BenchError> {
         lines.push(format!("warning: {problem}"));
     }
     let mut out = std::io::stdout().lock();
-    for line in lines {
+    for line in lines.into_iter().filter(|l| !l.is_empty()) {
         writeln!(out, "{line}").map_err(|source| BenchError::Io {
             what: "writing to stdout".into(),
             source,

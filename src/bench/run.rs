@@ -65,6 +65,9 @@ pub struct PipelineFigures {
     pub alerts_raised: u64,
     pub alert_rows: i64,
     pub latency: Latency,
+    /// Produce → fetch latency of a bare consumer tailing the topic meanwhile (--probe-broker):
+    /// the broker's share of `latency`.
+    pub broker_latency: Option<Latency>,
     /// CPU seconds of this process over the pipeline phase (user + system).
     pub cpu_seconds: f64,
     /// CPU seconds per wall second (1.0 = one core busy).
@@ -153,6 +156,17 @@ async fn measure(
     let before = usage::own();
     let started = Instant::now();
     let mut engine_task = tokio::spawn(engine::run(ctx, token.clone()));
+    let stop_probe = CancellationToken::new();
+    let _stop_probe = stop_probe.clone().drop_guard();
+    let probe = (args.probe_broker && args.rate.is_some()).then(|| {
+        let (kafka, kcfg, topic) = (
+            scratch.kafka.clone(),
+            cfg.kafka.clone(),
+            cfg.kafka.topics.raw_prices.name.clone(),
+        );
+        let stop = stop_probe.clone();
+        tokio::spawn(async move { fetch::tail_latency(&kafka, &kcfg, &topic, partitions, stop).await })
+    });
     let mut producer = match args.rate {
         Some(r) => Some(Producer::start(scratch, args, Some(r))?),
         None => None,
@@ -222,6 +236,15 @@ async fn measure(
     let seconds = started.elapsed().as_secs_f64();
     let after = usage::own();
     let rss_end_mib = usage::mib(usage::rss_kib());
+    stop_probe.cancel();
+    let broker_latency = match probe {
+        Some(task) => {
+            Some(latency_of(&task.await.map_err(|e| {
+                BenchError::Invalid(format!("the broker probe failed: {e}"))
+            })??))
+        }
+        None => None,
+    };
 
     // Drain and stop the engine (publish finishes what committed), then the producer.
     token.cancel();
@@ -281,6 +304,7 @@ async fn measure(
         alerts_raised: metrics.counters.alerts_raised.load(Relaxed),
         alert_rows,
         latency,
+        broker_latency,
         cpu_seconds,
         cores_used: cpu_seconds / seconds.max(1e-9),
         peak_rss_mib: usage::mib(after.max_rss_kib),
@@ -317,6 +341,24 @@ async fn measure(
         kept: false,
         cleanup_problems: Vec::new(),
     })
+}
+
+/// Quantiles of a microsecond histogram, in milliseconds.
+fn latency_of(h: &hdrhistogram::Histogram<u64>) -> Latency {
+    let ms = |q: f64| {
+        if h.is_empty() {
+            0.0
+        } else {
+            h.value_at_quantile(q) as f64 / 1e3
+        }
+    };
+    Latency {
+        p50_ms: ms(0.50),
+        p95_ms: ms(0.95),
+        p99_ms: ms(0.99),
+        max_ms: if h.is_empty() { 0.0 } else { h.max() as f64 / 1e3 },
+        count: h.len(),
+    }
 }
 
 fn stall_figures(secs: u64, window: Option<StallWindow>, samples: &[RssSample]) -> StallFigures {
