@@ -2,9 +2,11 @@
 //!
 //! The rows `replay` just stored are exported (`COPY (SELECT …) TO STDOUT`, binary) into memory,
 //! then timed while one `COPY … FROM STDIN` loads them into a scratch table made with
-//! `LIKE price_history INCLUDING ALL` (same columns, defaults, identity, checks and indexes; no
-//! foreign key, which `LIKE` does not copy). The scratch table is a normal logged table (a
-//! temporary one would skip the WAL and flatter the ceiling) and is dropped afterwards.
+//! `LIKE price_history INCLUDING ALL` (same columns, defaults, identity, checks and indexes),
+//! once as is — `LIKE` copies no foreign key, which is the issue's "price_history-like rows with
+//! three indexes" — and once with price_history's foreign key to `events` added back, which is
+//! the schema ConScope really writes. The scratch table is a normal logged table (a temporary
+//! one would skip the WAL and flatter the ceiling) and is dropped afterwards.
 
 use bytes::{Bytes, BytesMut};
 use futures::{SinkExt, TryStreamExt};
@@ -30,14 +32,38 @@ pub struct CopyFigures {
     pub rows_per_s: f64,
 }
 
-/// Bare-COPY the price_history rows of `partition` with offsets in `from..to` (at most `limit`).
-pub async fn bare_copy(
+/// The two ceilings of one set of rows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ceilings {
+    /// Into `LIKE price_history INCLUDING ALL` (three indexes, no foreign key).
+    pub bare: CopyFigures,
+    /// The same with the foreign key to `events` price_history has.
+    pub with_foreign_key: CopyFigures,
+}
+
+/// Bare-COPY the price_history rows of `partition` with offsets in `from..to` (at most `limit`),
+/// without and with the foreign key.
+pub async fn ceilings(
     client: &Client,
     partition: i32,
     from: i64,
     to: i64,
     limit: u64,
-) -> Result<CopyFigures, StoreError> {
+) -> Result<Ceilings, StoreError> {
+    let (chunks, bytes) = export(client, partition, from, to, limit).await?;
+    Ok(Ceilings {
+        bare: bare_copy(client, &chunks, bytes, false).await?,
+        with_foreign_key: bare_copy(client, &chunks, bytes, true).await?,
+    })
+}
+
+async fn export(
+    client: &Client,
+    partition: i32,
+    from: i64,
+    to: i64,
+    limit: u64,
+) -> Result<(Vec<Bytes>, u64), StoreError> {
     let export = format!(
         "COPY (SELECT {HISTORY_COLUMNS} FROM price_history
                 WHERE kafka_partition = {partition} AND kafka_offset >= {from} AND kafka_offset < {to}
@@ -65,12 +91,27 @@ pub async fn bare_copy(
     if !current.is_empty() {
         chunks.push(current.freeze());
     }
+    Ok((chunks, bytes))
+}
 
+/// One timed COPY of `chunks` into a fresh scratch table.
+async fn bare_copy(
+    client: &Client,
+    chunks: &[Bytes],
+    bytes: u64,
+    foreign_key: bool,
+) -> Result<CopyFigures, StoreError> {
     let table = format!("bench_bare_copy_{}", std::process::id());
     client
         .batch_execute(&format!(
             "SET client_min_messages = warning; DROP TABLE IF EXISTS {table};
-             CREATE TABLE {table} (LIKE price_history INCLUDING ALL)"
+             CREATE TABLE {table} (LIKE price_history INCLUDING ALL);
+             {}",
+            if foreign_key {
+                format!("ALTER TABLE {table} ADD FOREIGN KEY (event_id) REFERENCES events (event_id)")
+            } else {
+                String::new()
+            }
         ))
         .await
         .map_err(StoreError::query("create the bare COPY table"))?;
@@ -84,7 +125,9 @@ pub async fn bare_copy(
             .map_err(StoreError::query("bare COPY"))?;
         futures::pin_mut!(sink);
         for chunk in chunks {
-            sink.feed(chunk).await.map_err(StoreError::query("bare COPY"))?;
+            sink.feed(chunk.clone())
+                .await
+                .map_err(StoreError::query("bare COPY"))?;
         }
         let rows = sink
             .as_mut()

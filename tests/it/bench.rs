@@ -162,11 +162,13 @@ async fn replaying_a_file_twice_or_in_two_parts_stores_every_line_once() {
     assert_eq!(num(&a, "rows_written"), 2_000.0);
     assert_eq!(num(&a, "start_line"), 0.0);
     assert_eq!(
-        num(&a, "bare_copy.rows"),
+        num(&a, "bare_copy.bare.rows"),
         2_000.0,
         "the bare COPY loads the same rows"
     );
     assert!(num(&a, "events_per_s") > 0.0 && num(&a, "ratio_to_bare_copy") > 0.0);
+    assert_eq!(num(&a, "bare_copy.with_foreign_key.rows"), 2_000.0);
+    assert!(num(&a, "ratio_to_bare_copy_with_fk") > 0.0);
     assert!(
         num(&a, "partition") < 0.0,
         "replayed rows never take a Kafka partition"
