@@ -61,6 +61,13 @@ enum Command {
         #[arg(long)]
         listings: Option<u32>,
     },
+    /// Measure ConScope end to end against the configured broker and Postgres, in a scratch
+    /// database and topic set (docs/benchmarks.md); `bench gen` writes a feed file, `bench cache`
+    /// measures the price cache.
+    Bench(conscope::bench::BenchArgs),
+    /// Run JSON lines (FILE, or - for stdin) through parse → detect → persist without Kafka;
+    /// a re-run of the same file resumes after its last committed line.
+    Replay(conscope::replay::ReplayArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,6 +172,12 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             listings,
         } => simulate(config, events, rate, seed, listings).await?,
         Command::Watch { action } => conscope::alert::cli::run(action, &config).await?,
+        Command::Bench(args) => conscope::bench::command(config, args)
+            .await
+            .context("conscope bench")?,
+        Command::Replay(args) => conscope::replay::command(config, args)
+            .await
+            .context("conscope replay")?,
         Command::CheckConfig => unreachable!("handled before the runtime starts"),
     }
     Ok(())

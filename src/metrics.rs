@@ -143,6 +143,12 @@ impl Metrics {
             .collect()
     }
 
+    /// A copy of the produce → commit histogram (microseconds), for quantiles the snapshot
+    /// does not carry (the benchmark's p95).
+    pub fn latency_histogram(&self) -> Histogram<u64> {
+        lock(&self.latency_us).clone()
+    }
+
     pub fn set_channel(&self, name: &'static str, used: usize, capacity: usize) {
         lock(&self.channels).insert(name, (used, capacity));
     }

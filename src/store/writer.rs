@@ -217,45 +217,67 @@ async fn insert_alerts(tx: &Transaction<'_>, alerts: &[Alert]) -> Result<(), Sto
     if alerts.is_empty() {
         return Ok(());
     }
-    let stmt = tx
-        .prepare(
-            "INSERT INTO price_alerts (alert_id, event_id, alert_type, rule, alert_timestamp, listing_key,
-                 old_price, new_price, drop_amount, drop_percent, section, \"row\", seat, source,
-                 listing_id, listing_url, kafka_partition, kafka_offset, payload)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
-             ON CONFLICT (alert_id) DO NOTHING",
-        )
-        .await
-        .map_err(StoreError::query("prepare price_alerts insert"))?;
-    for a in alerts {
-        let payload = serde_json::to_value(a).unwrap_or(serde_json::Value::Null);
-        tx.execute(
-            &stmt,
-            &[
-                &a.alert_id,
-                &a.event.event_id,
-                &a.alert_type,
-                &a.rule,
-                &a.alert_timestamp,
-                &a.listing_key,
-                &dollars(a.old_price),
-                &dollars(a.new_price),
-                &dollars(a.drop_amount),
-                &a.drop_percent,
-                &a.event.section,
-                &a.event.row,
-                &a.event.seat,
-                &a.event.source,
-                &a.event.listing_id,
-                &a.event.listing_url,
-                &a.source_partition,
-                &a.source_offset,
-                &payload,
-            ],
-        )
-        .await
-        .map_err(StoreError::query("insert price_alerts"))?;
-    }
+    // One statement for the whole batch: a round trip per alert cost more than the rows did
+    // (about a third of a 20,000-record batch's write time with 7% of records alerting).
+    let text = |f: fn(&Alert) -> &str| alerts.iter().map(f).collect::<Vec<&str>>();
+    let money = |f: fn(&Alert) -> i64| alerts.iter().map(|a| dollars(f(a))).collect::<Vec<Decimal>>();
+    let ids = text(|a| &a.alert_id);
+    let events = text(|a| &a.event.event_id);
+    let types = text(|a| &a.alert_type);
+    let rules = text(|a| &a.rule);
+    let times: Vec<DateTime<Utc>> = alerts.iter().map(|a| a.alert_timestamp).collect();
+    let keys = text(|a| &a.listing_key);
+    let (old, new, drop) = (
+        money(|a| a.old_price),
+        money(|a| a.new_price),
+        money(|a| a.drop_amount),
+    );
+    let percents: Vec<f64> = alerts.iter().map(|a| a.drop_percent).collect();
+    let sections = text(|a| &a.event.section);
+    let rows = text(|a| &a.event.row);
+    let seats = text(|a| &a.event.seat);
+    let sources = text(|a| &a.event.source);
+    let listing_ids: Vec<Option<&str>> = alerts.iter().map(|a| a.event.listing_id.as_deref()).collect();
+    let urls: Vec<Option<&str>> = alerts.iter().map(|a| a.event.listing_url.as_deref()).collect();
+    let partitions: Vec<i32> = alerts.iter().map(|a| a.source_partition).collect();
+    let offsets: Vec<i64> = alerts.iter().map(|a| a.source_offset).collect();
+    let payloads: Vec<serde_json::Value> = alerts
+        .iter()
+        .map(|a| serde_json::to_value(a).unwrap_or(serde_json::Value::Null))
+        .collect();
+    tx.execute(
+        "INSERT INTO price_alerts (alert_id, event_id, alert_type, rule, alert_timestamp, listing_key,
+             old_price, new_price, drop_amount, drop_percent, section, \"row\", seat, source,
+             listing_id, listing_url, kafka_partition, kafka_offset, payload)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                              $6::text[], $7::numeric[], $8::numeric[], $9::numeric[], $10::float8[],
+                              $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
+                              $16::text[], $17::int4[], $18::int8[], $19::jsonb[])
+         ON CONFLICT (alert_id) DO NOTHING",
+        &[
+            &ids,
+            &events,
+            &types,
+            &rules,
+            &times,
+            &keys,
+            &old,
+            &new,
+            &drop,
+            &percents,
+            &sections,
+            &rows,
+            &seats,
+            &sources,
+            &listing_ids,
+            &urls,
+            &partitions,
+            &offsets,
+            &payloads,
+        ],
+    )
+    .await
+    .map_err(StoreError::query("insert price_alerts"))?;
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 mod harness;
 
 mod alerting;
+mod bench;
 mod engine;
 mod foundation;
 mod pollers;

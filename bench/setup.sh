@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# setup.sh — the Python side of the load benchmark: a virtualenv under bench/.venv with
+# kafka-python and psycopg2 for bench/first_conscope_consumer.py (the first ConScope's
+# per-event consumer, run beside ConScope by `conscope bench --with-python`).
+#
+# Usage: bench/setup.sh          (idempotent: an existing venv with both packages is kept)
+#   PYTHON=python3.11 bench/setup.sh   to pick the interpreter
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+VENV="$HERE/.venv"
+PYTHON="${PYTHON:-python3}"
+PACKAGES=(kafka-python==2.3.3 psycopg2-binary==2.9.13)
+
+if [[ -x $VENV/bin/python ]] && "$VENV/bin/python" -c 'import kafka, psycopg2' 2>/dev/null; then
+  printf 'bench venv ready: %s\n' "$VENV"
+  exit 0
+fi
+"$PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${PACKAGES[@]}"
+"$VENV/bin/python" -c 'import kafka, psycopg2; print("kafka-python", kafka.__version__, "· psycopg2", psycopg2.__version__)'
+printf 'bench venv ready: %s\n' "$VENV"

@@ -1,0 +1,240 @@
+//! `conscope bench`: ConScope's figures on this machine, measured against the real broker and
+//! Postgres in a scratch database and topic set of its own.
+//!
+//! ```text
+//!  scratch   CREATE DATABASE conscope_bench_<id> (migrated) · topics <name>_bench_<id>
+//!  producer  `conscope simulate` child ──► raw_prices        (first, or paced with --rate)
+//!  run       engine in-process until committed = N ──► figures: events/s, rows/s, latency
+//!            (with --probe-broker: a bare consumer tailing the topic gives the broker's share),
+//!            alerts, CPU, RSS; RSS samples while Postgres is held locked (--stall-postgres)
+//!  ceiling   bare rskafka fetch of the same topic ──► ConScope / bare ratio
+//!  python    first ConScope consumer on the same topic (--with-python)
+//!  cleanup   DROP DATABASE (unless --keep); topics stay (see [`scratch`])
+//! ```
+//!
+//! Also `bench gen` (the feed as JSON lines for `conscope replay`) and `bench cache` (bytes per
+//! listing in the price cache). `replay`'s bare-COPY ceiling lives in [`copy`].
+
+pub mod cache;
+pub mod copy;
+pub mod fetch;
+pub mod generate;
+pub mod producer;
+pub mod python;
+pub mod report;
+pub mod run;
+pub mod scratch;
+pub mod stall;
+pub mod usage;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::kafka::KafkaError;
+use crate::runtime::RunError;
+use crate::runtime::engine::EngineError;
+use crate::store::StoreError;
+
+/// Why a benchmark could not produce its figures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BenchError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Kafka(Box<KafkaError>),
+    #[error(transparent)]
+    Store(Box<StoreError>),
+    #[error(transparent)]
+    Prepare(Box<RunError>),
+    #[error("the engine failed: {0}")]
+    Engine(Box<EngineError>),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("the producer (`conscope simulate`) failed: {0}")]
+    Producer(String),
+    #[error("no progress for {waited:?}: {committed} of {target} events committed")]
+    Stuck {
+        committed: i64,
+        target: i64,
+        waited: Duration,
+    },
+}
+
+// The variants are boxed: the rskafka and tokio-postgres errors are large, and a benchmark
+// error is rare and cold.
+impl From<KafkaError> for BenchError {
+    fn from(e: KafkaError) -> Self {
+        Self::Kafka(Box::new(e))
+    }
+}
+
+impl From<StoreError> for BenchError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(Box::new(e))
+    }
+}
+
+impl From<RunError> for BenchError {
+    fn from(e: RunError) -> Self {
+        Self::Prepare(Box::new(e))
+    }
+}
+
+impl From<EngineError> for BenchError {
+    fn from(e: EngineError) -> Self {
+        Self::Engine(Box::new(e))
+    }
+}
+
+/// `conscope bench [OPTIONS] | bench gen | bench cache`.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub tool: Option<BenchTool>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchTool {
+    /// Write the simulated feed as JSON lines, the input of `conscope replay`.
+    Gen(GenArgs),
+    /// Measure the price cache's bytes per tracked listing (resident-memory growth).
+    Cache(CacheArgs),
+}
+
+/// The end-to-end run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Events to produce and consume.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    /// Distinct listings the feed walks over.
+    #[arg(long, default_value_t = 100_000)]
+    pub listings: u32,
+    /// Seed of the feed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Steady mode: produce at this many events per second while the pipeline consumes. Without
+    /// it (backlog mode) the whole feed is produced first, then consumed as fast as possible.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Once half of the events are committed, hold `LOCK TABLE price_history` from a separate
+    /// connection for SECS seconds and report RSS samples over the run.
+    #[arg(long, value_name = "SECS")]
+    pub stall_postgres: Option<u64>,
+    /// Steady mode only: also tail the topic with a bare consumer and report its produce → fetch
+    /// latency, the broker's share of ConScope's produce → commit latency (it adds fetch load).
+    #[arg(long, requires = "rate")]
+    pub probe_broker: bool,
+    /// Print the figures as one JSON document.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep the scratch database (its name is printed). Topics are always kept.
+    #[arg(long)]
+    pub keep: bool,
+    /// Also run bench/first_conscope_consumer.py on the same topic (bench/setup.sh installs it).
+    #[arg(long)]
+    pub with_python: bool,
+    /// Python interpreter for --with-python.
+    #[arg(long, default_value = "bench/.venv/bin/python")]
+    pub python: PathBuf,
+    /// The Python consumer script.
+    #[arg(long, default_value = "bench/first_conscope_consumer.py")]
+    pub python_script: PathBuf,
+    /// Seconds the Python consumer may run (it stops earlier when it has read every event).
+    #[arg(long, default_value_t = 60)]
+    pub python_seconds: u64,
+}
+
+impl RunArgs {
+    pub fn validate(&self) -> Result<(), BenchError> {
+        if self.events == 0 || self.listings == 0 {
+            return Err(BenchError::Invalid(
+                "--events and --listings must be at least 1".into(),
+            ));
+        }
+        if self.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+            return Err(BenchError::Invalid(
+                "--rate must be a positive number of events per second".into(),
+            ));
+        }
+        if self.stall_postgres == Some(0) {
+            return Err(BenchError::Invalid(
+                "--stall-postgres must be at least 1 second".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct GenArgs {
+    /// Where to write the JSON lines (`-` for stdout).
+    #[arg(long, value_name = "PATH")]
+    pub to_file: PathBuf,
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    #[arg(long, default_value_t = 100_000)]
+    pub listings: u32,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CacheArgs {
+    #[arg(long, default_value_t = 1_000_000)]
+    pub listings: u64,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Run `conscope bench …` and print its figures.
+pub async fn command(config: Config, args: BenchArgs) -> Result<(), BenchError> {
+    match args.tool {
+        None => {
+            let figures = run::run(&config, &args.run).await?;
+            report::print_run(&figures, args.run.json)
+        }
+        Some(BenchTool::Gen(g)) => {
+            if g.events == 0 || g.listings == 0 {
+                return Err(BenchError::Invalid(
+                    "--events and --listings must be at least 1".into(),
+                ));
+            }
+            let mut sim = config.sources.simulated.clone();
+            sim.seed = g.seed;
+            sim.listings = g.listings;
+            let figures =
+                generate::write_feed_to(&g.to_file, &sim, g.events).map_err(|source| BenchError::Io {
+                    what: format!("writing {}", g.to_file.display()),
+                    source,
+                })?;
+            if g.to_file.as_os_str() != "-" {
+                eprintln!(
+                    "wrote {} events ({} bytes; {} new, {} drops, {} rises, {} unchanged) to {}",
+                    figures.events,
+                    figures.bytes,
+                    figures.new,
+                    figures.drops,
+                    figures.rises,
+                    figures.unchanged,
+                    g.to_file.display()
+                );
+            }
+            Ok(())
+        }
+        Some(BenchTool::Cache(c)) => {
+            if c.listings == 0 {
+                return Err(BenchError::Invalid("--listings must be at least 1".into()));
+            }
+            let figures = cache::measure(c.listings, c.seed);
+            report::print_cache(&figures, c.json)
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! The feed's producer as a child process: `conscope simulate` with the benchmark's config
+//! file, so producing costs nothing in the CPU and memory figures of the process measured.
+
+use std::process::Stdio;
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio::task::JoinHandle;
+
+use super::{BenchError, RunArgs};
+use crate::bench::scratch::Scratch;
+
+/// What producing took.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProduceFigures {
+    pub events: u64,
+    pub seconds: f64,
+    pub events_per_s: f64,
+    /// `None` in backlog mode (as fast as the broker takes it).
+    pub rate_target: Option<f64>,
+}
+
+/// A running producer.
+#[derive(Debug)]
+pub struct Producer {
+    task: JoinHandle<std::io::Result<std::process::Output>>,
+    started: Instant,
+    events: u64,
+    rate: Option<f64>,
+}
+
+impl Producer {
+    /// Start `conscope simulate` for the whole feed, paced at `rate` when given.
+    pub fn start(scratch: &Scratch, args: &RunArgs, rate: Option<f64>) -> Result<Self, BenchError> {
+        let exe = std::env::current_exe().map_err(|source| BenchError::Io {
+            what: "finding the conscope executable".into(),
+            source,
+        })?;
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.arg("--config")
+            .arg(&scratch.config_file)
+            .arg("simulate")
+            .args(["--events", &args.events.to_string()])
+            .args(["--listings", &args.listings.to_string()])
+            .args(["--seed", &args.seed.to_string()]);
+        if let Some(r) = rate {
+            cmd.args(["--rate", &r.to_string()]);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let child = cmd.spawn().map_err(|source| BenchError::Io {
+            what: "starting `conscope simulate`".into(),
+            source,
+        })?;
+        Ok(Self {
+            task: tokio::spawn(child.wait_with_output()),
+            started: Instant::now(),
+            events: args.events,
+            rate,
+        })
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Wait for the producer; an error carries the end of its stderr.
+    pub async fn finish(self) -> Result<ProduceFigures, BenchError> {
+        let output = self
+            .task
+            .await
+            .map_err(|e| BenchError::Producer(e.to_string()))?
+            .map_err(|e| BenchError::Producer(e.to_string()))?;
+        let seconds = self.started.elapsed().as_secs_f64();
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+            return Err(BenchError::Producer(format!(
+                "{}: {}",
+                output.status,
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            )));
+        }
+        Ok(ProduceFigures {
+            events: self.events,
+            seconds,
+            events_per_s: self.events as f64 / seconds.max(1e-9),
+            rate_target: self.rate,
+        })
+    }
+}

@@ -1,0 +1,321 @@
+//! `conscope replay FILE`: JSON lines through the engine's parse → detect → persist path without
+//! Kafka, for backfills and for measuring ConScope without the broker.
+//!
+//! ```text
+//!  FILE or stdin ──► reader thread: parse · detect (price cache warm-started from listing_state)
+//!                        ▼ mpsc<ReplayBatch> (cap 2)
+//!                    writer: ONE transaction per batch: writer::write_batch (events · COPY
+//!                            price_history · listing_state · price_alerts) + the replay offset
+//!  then (unless --baseline-rows 0): bare COPYs of the same rows into a scratch table, without
+//!  and with price_history's foreign key
+//! ```
+//!
+//! **The offset rule.** A file is a partition of its own: its name (the last path component;
+//! `stdin` for `-`) gives the consumer `replay:<name>`, stored in `kafka_offsets` under topic
+//! `replay`, partition 0, and its rows carry a synthetic negative `kafka_partition` derived from
+//! that consumer name, with the 0-based line number as `kafka_offset`. Each batch stores the next
+//! line number in the same transaction as its rows, so a re-run of the same file resumes after
+//! the last committed line and never doubles rows; lines appended since are picked up. A renamed
+//! file counts as a new one. Nothing is produced to Kafka.
+
+pub mod reader;
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::bench::copy::{self, Ceilings};
+use crate::bench::report::print_json;
+use crate::bench::usage;
+use crate::config::Config;
+use crate::detect::stage::Detector;
+use crate::detect::{PriceCache, Rules};
+use crate::kafka::produce::partition_for;
+use crate::store::{self, StoreError, migrate, offsets, writer};
+use reader::ReplayBatch;
+
+/// The `topic` of replay offsets in `kafka_offsets`.
+pub const REPLAY_TOPIC: &str = "replay";
+/// Batches waiting for the writer: the reader stays at most this far ahead.
+const CHANNEL_CAPACITY: usize = 2;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplayError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReplayArgs {
+    /// JSON lines, one PriceEvent (the raw_prices wire format) per line; `-` reads stdin.
+    pub file: PathBuf,
+    /// Records per Postgres transaction.
+    #[arg(long, default_value_t = 20_000)]
+    pub batch_records: usize,
+    /// Rows of the bare-COPY comparison run afterwards (0 skips it; it holds them in memory).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub baseline_rows: u64,
+    /// Print the figures as one JSON document (and no progress bar).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where a replayed file's rows and offsets go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplaySource {
+    pub name: String,
+    pub consumer: String,
+    /// Negative, so it never meets a Kafka partition in price_history's unique key.
+    pub partition: i32,
+}
+
+pub fn source_of(file: &Path) -> ReplaySource {
+    let name = if file == Path::new("-") {
+        "stdin".to_string()
+    } else {
+        file.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| file.display().to_string())
+    };
+    let consumer = format!("replay:{name}");
+    let partition = -1 - partition_for(consumer.as_bytes(), i32::MAX as usize - 1) as i32;
+    ReplaySource {
+        name,
+        consumer,
+        partition,
+    }
+}
+
+/// What one replay did and measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayFigures {
+    pub file: String,
+    pub consumer: String,
+    pub partition: i32,
+    /// The line the run started from (lines before it were stored by an earlier run).
+    pub start_line: i64,
+    pub lines: u64,
+    pub already_stored: u64,
+    pub blank: u64,
+    pub invalid: u64,
+    pub rows_written: u64,
+    pub alerts: u64,
+    pub batches: u64,
+    pub seconds: f64,
+    /// Rows written per second, from the first line read to the last commit.
+    pub events_per_s: f64,
+    pub parse_detect_seconds: f64,
+    /// Seconds inside the writer's transactions.
+    pub write_seconds: f64,
+    pub cpu_seconds: f64,
+    pub peak_rss_mib: f64,
+    /// Bare COPYs of the same rows: as the issue defines it, and with the foreign key.
+    pub bare_copy: Option<Ceilings>,
+    /// ConScope's events/s over the bare COPY's rows/s (no foreign key, the issue's target).
+    pub ratio_to_bare_copy: Option<f64>,
+    /// The same over the bare COPY with the foreign key.
+    pub ratio_to_bare_copy_with_fk: Option<f64>,
+    pub load_before: [f64; 3],
+    pub load_after: [f64; 3],
+}
+
+fn open(file: &Path) -> Result<(Box<dyn BufRead + Send>, Option<u64>), ReplayError> {
+    if file == Path::new("-") {
+        return Ok((
+            Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin())),
+            None,
+        ));
+    }
+    let f = std::fs::File::open(file).map_err(|source| ReplayError::Io {
+        what: format!("opening {}", file.display()),
+        source,
+    })?;
+    let len = f.metadata().ok().map(|m| m.len());
+    Ok((Box::new(std::io::BufReader::with_capacity(1 << 20, f)), len))
+}
+
+fn progress_bar(len: Option<u64>, hidden: bool) -> indicatif::ProgressBar {
+    match len {
+        _ if hidden => indicatif::ProgressBar::hidden(),
+        Some(len) => indicatif::ProgressBar::new(len).with_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} · {msg} · eta {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        ),
+        None => indicatif::ProgressBar::new_spinner(),
+    }
+}
+
+/// Replay `args.file` into the configured database.
+pub async fn run(cfg: &Config, args: &ReplayArgs) -> Result<ReplayFigures, ReplayError> {
+    if args.batch_records == 0 {
+        return Err(ReplayError::Invalid("--batch-records must be at least 1".into()));
+    }
+    let load_before = usage::load_average();
+    let source = source_of(&args.file);
+    let pool = store::pool(&cfg.postgres)?;
+    let mut client = store::client(&pool, &cfg.postgres).await?;
+    migrate::apply(&mut client, migrate::MIGRATIONS).await?;
+    let start = offsets::load(&client, &source.consumer, REPLAY_TOPIC)
+        .await?
+        .get(&0)
+        .map_or(0, |(next, _)| *next);
+    let cache = Arc::new(PriceCache::new());
+    let listings = offsets::load_cache(&client, &cache).await?;
+    tracing::info!(
+        file = source.name,
+        consumer = source.consumer,
+        start_line = start,
+        listings,
+        "replay started"
+    );
+
+    let (input, len) = open(&args.file)?;
+    let bar = progress_bar(len, args.json);
+    let detector = Detector::new(cache, Rules::from_config(&cfg.detect));
+    let (tx, mut rx) = mpsc::channel::<ReplayBatch>(CHANNEL_CAPACITY);
+    let before = usage::own();
+    let started = Instant::now();
+    let (partition, batch_records) = (source.partition, args.batch_records);
+    let reading = tokio::task::spawn_blocking(move || {
+        reader::read(input, start, partition, &detector, batch_records, &tx)
+    });
+
+    let (mut rows, mut alerts, mut batches, mut write_seconds) = (0u64, 0u64, 0u64, 0.0);
+    let mut end = start;
+    let written: Result<(), StoreError> = async {
+        while let Some(batch) = rx.recv().await {
+            let began = Instant::now();
+            let tx = client.transaction().await.map_err(StoreError::query("begin"))?;
+            writer::write_batch(&tx, REPLAY_TOPIC, &batch.records, &batch.alerts, &BTreeMap::new()).await?;
+            let next = BTreeMap::from([(0, batch.next_offset)]);
+            writer::store_offsets(&tx, &source.consumer, REPLAY_TOPIC, &next).await?;
+            tx.commit().await.map_err(StoreError::query("commit"))?;
+            write_seconds += began.elapsed().as_secs_f64();
+            rows += batch.records.len() as u64;
+            alerts += batch.alerts.len() as u64;
+            batches += 1;
+            end = batch.next_offset;
+            bar.set_position(batch.bytes_read);
+            bar.set_message(format!("{rows} rows · {alerts} alerts"));
+        }
+        Ok(())
+    }
+    .await;
+    // On a write error the channel closes and the reader stops at its next send.
+    drop(rx);
+    let summary = reading
+        .await
+        .map_err(|e| ReplayError::Invalid(format!("the reader thread failed: {e}")))?
+        .map_err(|source| ReplayError::Io {
+            what: format!("reading {}", args.file.display()),
+            source,
+        })?;
+    written?;
+    let seconds = started.elapsed().as_secs_f64();
+    let after = usage::own();
+    bar.finish_and_clear();
+
+    let bare_copy = if rows > 0 && args.baseline_rows > 0 {
+        Some(copy::ceilings(&client, source.partition, start, end, args.baseline_rows).await?)
+    } else {
+        None
+    };
+    let events_per_s = rows as f64 / seconds.max(1e-9);
+    Ok(ReplayFigures {
+        file: args.file.display().to_string(),
+        consumer: source.consumer,
+        partition: source.partition,
+        start_line: start,
+        lines: summary.lines,
+        already_stored: summary.already_stored,
+        blank: summary.blank,
+        invalid: summary.invalid,
+        rows_written: rows,
+        alerts,
+        batches,
+        seconds,
+        events_per_s,
+        parse_detect_seconds: summary.parse_detect_seconds,
+        write_seconds,
+        cpu_seconds: after.cpu_since(&before),
+        peak_rss_mib: usage::mib(after.max_rss_kib),
+        ratio_to_bare_copy: bare_copy
+            .as_ref()
+            .map(|c| events_per_s / c.bare.rows_per_s.max(1e-9)),
+        ratio_to_bare_copy_with_fk: bare_copy
+            .as_ref()
+            .map(|c| events_per_s / c.with_foreign_key.rows_per_s.max(1e-9)),
+        bare_copy,
+        load_before,
+        load_after: usage::load_average(),
+    })
+}
+
+/// Run `conscope replay` and print its figures.
+pub async fn command(cfg: Config, args: ReplayArgs) -> Result<(), ReplayError> {
+    let f = run(&cfg, &args).await?;
+    if args.json {
+        return print_json(&f).map_err(|e| ReplayError::Invalid(e.to_string()));
+    }
+    println!(
+        "replayed {} ({}): {} lines from line {}, {} already stored, {} blank, {} invalid",
+        f.file, f.consumer, f.lines, f.start_line, f.already_stored, f.blank, f.invalid
+    );
+    println!(
+        "into Postgres     {:>10.0} events/s   ({} rows, {} alerts, {} transactions in {:.1} s; \
+         parse+detect {:.1} s, writes {:.1} s)",
+        f.events_per_s,
+        f.rows_written,
+        f.alerts,
+        f.batches,
+        f.seconds,
+        f.parse_detect_seconds,
+        f.write_seconds
+    );
+    if let Some(c) = &f.bare_copy {
+        println!(
+            "bare COPY         {:>10.0} rows/s     ({} rows, {:.1} MB in {:.1} s; three indexes): ConScope at {:.2}x",
+            c.bare.rows_per_s,
+            c.bare.rows,
+            c.bare.bytes as f64 / 1e6,
+            c.bare.seconds,
+            f.ratio_to_bare_copy.unwrap_or(0.0)
+        );
+        println!(
+            "bare COPY + FK    {:>10.0} rows/s     (the same with price_history's foreign key to events): ConScope at {:.2}x",
+            c.with_foreign_key.rows_per_s,
+            f.ratio_to_bare_copy_with_fk.unwrap_or(0.0)
+        );
+    }
+    println!(
+        "CPU {:.1} s · peak RSS {:.1} MiB · load average {:.2} before, {:.2} after",
+        f.cpu_seconds, f.peak_rss_mib, f.load_before[0], f.load_after[0]
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_is_named_by_its_last_component_and_gets_a_stable_negative_partition() {
+        let a = source_of(Path::new("/data/feeds/2026-11.jsonl"));
+        let b = source_of(Path::new("2026-11.jsonl"));
+        assert_eq!(a, b);
+        assert_eq!(a.consumer, "replay:2026-11.jsonl");
+        assert!(a.partition < 0);
+        assert_ne!(a.partition, source_of(Path::new("2026-12.jsonl")).partition);
+        assert_eq!(source_of(Path::new("-")).consumer, "replay:stdin");
+    }
+}

@@ -1,0 +1,215 @@
+//! `conscope bench` and `conscope replay` through the binary: the figures are present and agree
+//! with what the database holds, and a replayed file is never stored twice. No timing asserted.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use serde_json::Value;
+
+use crate::harness::{self, TestDb};
+
+fn ok(output: Output, what: &str) -> Value {
+    assert!(
+        output.status.success(),
+        "{what} failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{what} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+fn num(v: &Value, path: &str) -> f64 {
+    path.split('.')
+        .fold(v, |v, k| &v[k])
+        .as_f64()
+        .unwrap_or_else(|| panic!("`{path}` is missing or not a number in {v}"))
+}
+
+#[tokio::test]
+async fn bench_json_figures_are_present_and_agree_with_the_database() {
+    let db = TestDb::migrated().await.expect("db");
+    let cfg = harness::config(&db, 2);
+    let config = harness::write_config(&cfg);
+    let output = harness::conscope(&config)
+        .args(["bench", "--events", "5000", "--listings", "500", "--json"])
+        .output()
+        .expect("run conscope bench");
+    let f = ok(output, "conscope bench");
+
+    assert_eq!(f["mode"], "backlog");
+    assert_eq!(num(&f, "events"), 5000.0);
+    assert_eq!(num(&f, "produce.events"), 5000.0);
+    assert_eq!(
+        num(&f, "pipeline.rows_persisted"),
+        5000.0,
+        "every event is one price_history row"
+    );
+    assert_eq!(
+        num(&f, "pipeline.latency.count"),
+        5000.0,
+        "one latency per committed record"
+    );
+    assert_eq!(
+        num(&f, "bare_fetch.records"),
+        5000.0,
+        "the bare fetch reads the same topic"
+    );
+    assert_eq!(num(&f, "pipeline.alerts_raised"), num(&f, "pipeline.alert_rows"));
+    assert!(
+        num(&f, "pipeline.alerts_raised") > 0.0,
+        "a 10% drop rate over 5000 events alerts"
+    );
+    assert!(num(&f, "pipeline.listing_state_rows") >= 500.0);
+    assert_eq!(
+        num(&f, "pipeline.listing_state_rows"),
+        num(&f, "pipeline.cached_listings"),
+        "the cache and listing_state hold the same listings"
+    );
+    for key in [
+        "pipeline.events_per_s",
+        "pipeline.rows_per_s",
+        "pipeline.cpu_seconds",
+        "pipeline.peak_rss_mib",
+        "bare_fetch.records_per_s",
+        "ratio_to_bare_fetch",
+    ] {
+        assert!(num(&f, key) > 0.0, "{key} should be positive in {f}");
+    }
+    let l = |q: &str| num(&f, &format!("pipeline.latency.{q}"));
+    assert!(l("p50_ms") <= l("p95_ms") && l("p95_ms") <= l("p99_ms") && l("p99_ms") <= l("max_ms"));
+    assert!(f["stall"].is_null() && f["python"].is_null());
+
+    // The scratch database is gone; ours was never touched.
+    let name = f["database"].as_str().expect("database name").to_string();
+    assert!(name.starts_with("conscope_bench_"), "{name}");
+    let c = db.connect().await.expect("connect");
+    let left: i64 = c
+        .query_one("SELECT count(*) FROM pg_database WHERE datname = $1", &[&name])
+        .await
+        .expect("pg_database")
+        .get(0);
+    assert_eq!(left, 0, "the benchmark database is dropped without --keep");
+    assert_eq!(db.count("SELECT count(*) FROM price_history").await, 0);
+    let _ = std::fs::remove_file(config);
+}
+
+fn gen_feed(config: &Path, path: &Path, events: u64) {
+    let status = harness::conscope(config)
+        .args([
+            "bench",
+            "gen",
+            "--events",
+            &events.to_string(),
+            "--listings",
+            "300",
+            "--to-file",
+        ])
+        .arg(path)
+        .status()
+        .expect("run conscope bench gen");
+    assert!(status.success(), "bench gen failed");
+}
+
+fn replay(config: &Path, file: &Path) -> Value {
+    let output = harness::conscope(config)
+        .arg("replay")
+        .arg(file)
+        .arg("--json")
+        .output()
+        .expect("run conscope replay");
+    ok(output, "conscope replay")
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(harness::unique(name));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+async fn state_digest(db: &TestDb) -> (i64, i64, String) {
+    let c = db.connect().await.expect("connect");
+    let row = c
+        .query_one(
+            "SELECT (SELECT count(*) FROM price_history),
+                    (SELECT count(*) FROM price_alerts),
+                    (SELECT coalesce(sum(last_price * observations + lowest_price), 0)::text FROM listing_state)",
+            &[],
+        )
+        .await
+        .expect("digest");
+    (row.get(0), row.get(1), row.get(2))
+}
+
+#[tokio::test]
+async fn replaying_a_file_twice_or_in_two_parts_stores_every_line_once() {
+    let db = TestDb::migrated().await.expect("db");
+    let config = harness::write_config(&harness::config(&db, 1));
+    let (first, whole) = (scratch_dir("replay_a"), scratch_dir("replay_b"));
+    let full = whole.join("feed.jsonl");
+    gen_feed(&config, &full, 3_000);
+    // The same file, as it was when only its first 2,000 lines had been written.
+    let text = std::fs::read_to_string(&full).expect("feed");
+    let head: String = text.lines().take(2_000).map(|l| format!("{l}\n")).collect();
+    let part = first.join("feed.jsonl");
+    std::fs::write(&part, head).expect("write part");
+
+    let a = replay(&config, &part);
+    assert_eq!(num(&a, "rows_written"), 2_000.0);
+    assert_eq!(num(&a, "start_line"), 0.0);
+    assert_eq!(
+        num(&a, "bare_copy.bare.rows"),
+        2_000.0,
+        "the bare COPY loads the same rows"
+    );
+    assert!(num(&a, "events_per_s") > 0.0 && num(&a, "ratio_to_bare_copy") > 0.0);
+    assert_eq!(num(&a, "bare_copy.with_foreign_key.rows"), 2_000.0);
+    assert!(num(&a, "ratio_to_bare_copy_with_fk") > 0.0);
+    assert!(
+        num(&a, "partition") < 0.0,
+        "replayed rows never take a Kafka partition"
+    );
+
+    let again = replay(&config, &part);
+    assert_eq!(
+        num(&again, "rows_written"),
+        0.0,
+        "a re-run of the same file adds nothing"
+    );
+    assert_eq!(num(&again, "already_stored"), 2_000.0);
+    assert!(again["bare_copy"].is_null());
+    assert_eq!(db.count("SELECT count(*) FROM price_history").await, 2_000);
+
+    // The grown file (same name, elsewhere): only the new lines are stored.
+    let rest = replay(&config, &full);
+    assert_eq!(num(&rest, "start_line"), 2_000.0);
+    assert_eq!(num(&rest, "rows_written"), 1_000.0);
+    assert_eq!(db.count("SELECT count(*) FROM price_history").await, 3_000);
+    assert_eq!(
+        db.count("SELECT count(DISTINCT (kafka_partition, kafka_offset)) FROM price_history")
+            .await,
+        3_000
+    );
+
+    // In two parts or at once, the same alerts and listing state.
+    let other = TestDb::migrated().await.expect("db");
+    let other_config = harness::write_config(&harness::config(&other, 1));
+    let once = replay(&other_config, &full);
+    assert_eq!(num(&once, "rows_written"), 3_000.0);
+    assert_eq!(
+        num(&once, "alerts"),
+        num(&a, "alerts") + num(&rest, "alerts"),
+        "the warm-started cache carries prices across runs"
+    );
+    assert_eq!(state_digest(&db).await, state_digest(&other).await);
+
+    for p in [config, other_config] {
+        let _ = std::fs::remove_file(p);
+    }
+    let _ = std::fs::remove_dir_all(first);
+    let _ = std::fs::remove_dir_all(whole);
+}
