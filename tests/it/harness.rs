@@ -153,6 +153,8 @@ pub fn config(db: &TestDb, raw_partitions: i32) -> Config {
     cfg.pipeline.metrics_interval = Duration::from_secs(1);
     cfg.pipeline.flush_interval = Duration::from_millis(50);
     cfg.sources.simulated.enabled = false;
+    // Tests run many `conscope run`s at once: each serves the web layer on a port of its own.
+    cfg.web.listen = "127.0.0.1:0".into();
     cfg
 }
 
