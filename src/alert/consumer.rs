@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rskafka::client::Client;
-use rskafka::client::error::{Error as RsError, ProtocolError};
 use rskafka::client::partition::{OffsetAt, PartitionClient};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::AlertError;
 use crate::backoff::Backoff;
 use crate::config::{KafkaConfig, StartFrom};
-use crate::kafka::{self, KafkaError};
+use crate::kafka::{self, Fetch, KafkaError};
 
 /// Which alert topic a record came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,53 +92,23 @@ pub async fn run_partition(
         next_offset = next,
         "alert consumer started"
     );
-    let bytes = 1..cfg.fetch_max_bytes;
     loop {
         let fetched = tokio::select! {
             // Cancellation first: what was fetched but not committed is read again next time.
             biased;
             () = cancel.cancelled() => break,
-            r = tokio::time::timeout(timeout, pc.fetch_records(next, bytes.clone(), cfg.fetch_max_wait_ms)) => r,
+            r = kafka::fetch(&pc, next, cfg.fetch_max_bytes, cfg.fetch_max_wait_ms, timeout) => r,
         };
         let records = match fetched {
-            Ok(Ok((records, _))) => {
+            Ok(Fetch::Records(records, _)) => {
                 backoff.reset();
                 records
             }
-            Ok(Err(RsError::ServerError {
-                protocol_error: ProtocolError::OffsetOutOfRange,
-                ..
-            })) => {
+            Ok(Fetch::OutOfRange) => {
                 next = out_of_range(&pc, &spec, next, timeout).await?;
                 continue;
             }
-            Ok(Err(source)) => {
-                let e = KafkaError::Partition {
-                    operation: "fetch",
-                    topic: spec.topic.clone(),
-                    partition: spec.partition,
-                    source,
-                };
-                if !wait_retry(&e, &mut backoff, &cancel).await {
-                    return if cancel.is_cancelled() {
-                        Ok(())
-                    } else {
-                        Err(err(&spec, e))
-                    };
-                }
-                match connect(&client, &cfg, &spec, &mut backoff, &cancel).await? {
-                    Some(p) => pc = p,
-                    None => return Ok(()),
-                }
-                continue;
-            }
-            Err(_) => {
-                let e = KafkaError::Timeout {
-                    operation: "fetch",
-                    topic: spec.topic.clone(),
-                    partition: spec.partition,
-                    timeout,
-                };
+            Err(e) => {
                 if !wait_retry(&e, &mut backoff, &cancel).await {
                     return if cancel.is_cancelled() {
                         Ok(())

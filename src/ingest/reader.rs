@@ -16,7 +16,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use rskafka::client::Client;
-use rskafka::client::error::{Error as RsError, ProtocolError};
 use rskafka::client::partition::{OffsetAt, PartitionClient};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -25,7 +24,7 @@ use super::dlq::{Dlq, DlqRecord};
 use super::parse::Parser;
 use crate::backoff::Backoff;
 use crate::config::{KafkaConfig, OffsetReset};
-use crate::kafka::{self, KafkaError};
+use crate::kafka::{self, Fetch, KafkaError};
 use crate::metrics::Metrics;
 use crate::runtime::messages::{InRecord, IngestBatch};
 
@@ -84,38 +83,18 @@ pub async fn run_partition(
         let fetched = tokio::select! {
             biased;
             () = cancel.cancelled() => break,
-            r = tokio::time::timeout(timeout, pc.fetch_records(next, 1..max_bytes, max_wait)) => r,
+            r = kafka::fetch(&pc, next, max_bytes, max_wait, timeout) => r,
         };
         let (records, high_watermark) = match fetched {
-            Ok(Ok(ok)) => {
+            Ok(Fetch::Records(records, high_watermark)) => {
                 backoff.reset();
-                ok
+                (records, high_watermark)
             }
-            Ok(Err(RsError::ServerError {
-                protocol_error: ProtocolError::OffsetOutOfRange,
-                ..
-            })) => {
+            Ok(Fetch::OutOfRange) => {
                 next = out_of_range(&ctx, &pc, &topic, partition, next).await?;
                 continue;
             }
-            Ok(Err(source)) => {
-                let e = KafkaError::Partition {
-                    operation: "fetch",
-                    topic: topic.clone(),
-                    partition,
-                    source,
-                };
-                retry(&ctx, &e, &mut backoff, &cancel).await.map_err(|()| e)?;
-                pc = connect(&ctx, &topic, partition, &mut backoff, &cancel).await?;
-                continue;
-            }
-            Err(_) => {
-                let e = KafkaError::Timeout {
-                    operation: "fetch",
-                    topic: topic.clone(),
-                    partition,
-                    timeout,
-                };
+            Err(e) => {
                 retry(&ctx, &e, &mut backoff, &cancel).await.map_err(|()| e)?;
                 pc = connect(&ctx, &topic, partition, &mut backoff, &cancel).await?;
                 continue;

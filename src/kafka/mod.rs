@@ -94,3 +94,43 @@ pub async fn partition_client(
         }),
     }
 }
+
+/// What one bounded fetch returned.
+#[derive(Debug)]
+pub enum Fetch {
+    /// Records (possibly starting before the requested offset) and the high watermark.
+    Records(Vec<rskafka::record::RecordAndOffset>, i64),
+    /// The broker does not have the requested offset (retention, or not produced yet).
+    OutOfRange,
+}
+
+/// One fetch under `timeout`: a failure and a timeout are the same kind of retryable error,
+/// an out-of-range offset is an answer the caller decides about.
+pub async fn fetch(
+    pc: &PartitionClient,
+    offset: i64,
+    max_bytes: i32,
+    max_wait_ms: i32,
+    timeout: Duration,
+) -> Result<Fetch, KafkaError> {
+    use rskafka::client::error::{Error as RsError, ProtocolError};
+    match tokio::time::timeout(timeout, pc.fetch_records(offset, 1..max_bytes, max_wait_ms)).await {
+        Ok(Ok((records, high_watermark))) => Ok(Fetch::Records(records, high_watermark)),
+        Ok(Err(RsError::ServerError {
+            protocol_error: ProtocolError::OffsetOutOfRange,
+            ..
+        })) => Ok(Fetch::OutOfRange),
+        Ok(Err(source)) => Err(KafkaError::Partition {
+            operation: "fetch",
+            topic: pc.topic().into(),
+            partition: pc.partition(),
+            source,
+        }),
+        Err(_) => Err(KafkaError::Timeout {
+            operation: "fetch",
+            topic: pc.topic().into(),
+            partition: pc.partition(),
+            timeout,
+        }),
+    }
+}
