@@ -7,6 +7,7 @@
 //! it and feed it from files (`docs/benchmarks.md`).
 
 pub mod alert;
+pub mod alloc;
 pub mod backoff;
 pub mod bench;
 pub mod config;

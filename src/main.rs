@@ -12,6 +12,9 @@ use conscope::store::{self, migrate};
 use conscope::{logging, runtime, sources};
 use tokio_util::sync::CancellationToken;
 
+#[global_allocator]
+static ALLOC: conscope::alloc::Allocator = conscope::alloc::Allocator;
+
 /// ConScope watches live-event ticket prices and tells people the moment a price drops.
 #[derive(Debug, Parser)]
 #[command(name = "conscope", version, about, long_about = None)]

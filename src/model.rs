@@ -5,21 +5,25 @@
 //! not at the mercy of float rounding; they are dollars with two decimals on the wire and in SQL.
 
 use chrono::{DateTime, Utc};
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// One observed price of one listing, as the first ConScope's producers wrote it.
+///
+/// Text fields are `CompactString`s: up to 24 bytes (ids, sections, rows, seats, sources) they
+/// live inline, so parsing a record allocates only for its longer texts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PriceEvent {
-    pub event_id: String,
-    pub event_name: String,
-    pub venue: String,
+    pub event_id: CompactString,
+    pub event_name: CompactString,
+    pub venue: CompactString,
     /// When the show happens; naive times are taken as UTC.
     pub event_date: Option<DateTime<Utc>>,
-    pub source: String,
-    pub section: String,
-    pub row: String,
-    pub seat: String,
+    pub source: CompactString,
+    pub section: CompactString,
+    pub row: CompactString,
+    pub seat: CompactString,
     #[serde(with = "cents")]
     pub price: i64,
     #[serde(with = "opt_cents")]
@@ -28,11 +32,11 @@ pub struct PriceEvent {
     pub total_price: i64,
     /// When the price was observed (event time).
     pub timestamp: DateTime<Utc>,
-    pub listing_id: Option<String>,
-    pub listing_url: Option<String>,
+    pub listing_id: Option<CompactString>,
+    pub listing_url: Option<CompactString>,
     pub quantity: i32,
-    pub delivery_method: Option<String>,
-    pub seller_notes: Option<String>,
+    pub delivery_method: Option<CompactString>,
+    pub seller_notes: Option<CompactString>,
 }
 
 impl PriceEvent {
@@ -41,19 +45,24 @@ impl PriceEvent {
     /// A non-empty `listing_id` is stable and source-specific, so the key is
     /// `{source}:{listing_id}`. Records without one (old producers) fall back to the first
     /// ConScope's key, `{event_id}_{source}_{section}_{row}_{seat}`.
-    pub fn listing_key(&self) -> String {
+    pub fn listing_key(&self) -> CompactString {
         match self.listing_id.as_deref() {
+            // Built by hand: this runs once per record on the hot path. Keys up to 24 bytes
+            // (`stubhub:SH-12345678`) stay inline: no allocation.
             Some(id) if !id.is_empty() => {
-                // Built by hand: this runs once per record on the hot path, and `format!` costs more.
-                let mut key = String::with_capacity(self.source.len() + 1 + id.len());
+                let mut key = CompactString::with_capacity(self.source.len() + 1 + id.len());
                 key.push_str(&self.source);
                 key.push(':');
                 key.push_str(id);
                 key
             }
-            _ => format!(
+            _ => compact_str::format_compact!(
                 "{}_{}_{}_{}_{}",
-                self.event_id, self.source, self.section, self.row, self.seat
+                self.event_id,
+                self.source,
+                self.section,
+                self.row,
+                self.seat
             ),
         }
     }
@@ -127,7 +136,13 @@ pub fn alert_id(listing_key: &str, partition: i32, offset: i64, rule: &str) -> S
     h.update(offset.to_be_bytes());
     h.update(rule.as_bytes());
     let digest = h.finalize();
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(32);
+    for b in &digest[..16] {
+        id.push(HEX[usize::from(b >> 4)] as char);
+        id.push(HEX[usize::from(b & 0xf)] as char);
+    }
+    id
 }
 
 /// Dollars (a JSON number with two decimals) <-> whole cents.
@@ -209,7 +224,7 @@ mod tests {
             fees: None,
             total_price: 14_200,
             timestamp: DateTime::UNIX_EPOCH,
-            listing_id: listing_id.map(str::to_string),
+            listing_id: listing_id.map(Into::into),
             listing_url: None,
             quantity: 1,
             delivery_method: None,
@@ -233,6 +248,13 @@ mod tests {
         assert_ne!(base, alert_id("k", 0, 11, "default"));
         assert_ne!(base, alert_id("k", 0, 10, "other"));
         assert_ne!(base, alert_id("k2", 0, 10, "default"));
+    }
+
+    #[test]
+    fn alert_ids_are_stable_across_versions() {
+        // The first 16 bytes of SHA-256("k" 0x00 be32(0) be64(10) "default"), lowercase hex:
+        // stored ids must keep matching re-detections after an upgrade.
+        assert_eq!(alert_id("k", 0, 10, "default"), "7809f913dcd08ab93357d22dd8c3843c");
     }
 
     #[test]

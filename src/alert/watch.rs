@@ -145,7 +145,7 @@ impl WatchSet {
     /// Every watch that looks at `e`.
     pub fn matching<'a>(&'a self, e: &'a PriceEvent) -> impl Iterator<Item = &'a Watch> + 'a {
         self.by_event
-            .get(&e.event_id)
+            .get(e.event_id.as_str())
             .into_iter()
             .flatten()
             .chain(self.by_pattern.iter())

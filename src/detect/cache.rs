@@ -77,6 +77,41 @@ impl PriceCache {
         (change, state)
     }
 
+    /// The hash a lookup of `key` uses, for [`Self::prefetch`].
+    pub fn hash(&self, key: &str) -> u64 {
+        self.map.hasher().hash_one(key)
+    }
+
+    /// Where each shard's table lies now, for [`Self::prefetch`]. Taken once per batch; a
+    /// table that grows afterwards only makes later prefetches useless, never wrong.
+    pub fn layout(&self) -> CacheLayout {
+        CacheLayout {
+            shards: self
+                .map
+                .shards()
+                .iter()
+                .map(|shard| {
+                    let table = shard.read();
+                    (table.data_end().as_ptr() as usize, table.buckets() - 1)
+                })
+                .collect(),
+        }
+    }
+
+    /// Start loading the cache lines a lookup of the key with this `hash` will touch, so that
+    /// the lookup a few records later finds them in the CPU cache instead of waiting on memory.
+    pub fn prefetch(&self, layout: &CacheLayout, hash: u64) {
+        let shard = self.map.determine_shard(hash as usize);
+        if let Some(&(data_end, mask)) = layout.shards.get(shard) {
+            // hashbrown probes from `hash & mask`: the control bytes sit at `data_end + pos`
+            // and the bucket at `data_end - (pos + 1) * size`.
+            let pos = hash as usize & mask;
+            let bucket = std::mem::size_of::<(CompactString, dashmap::SharedValue<ListingState>)>();
+            super::prefetch::read(data_end.wrapping_add(pos));
+            super::prefetch::read(data_end.wrapping_sub((pos + 1) * bucket));
+        }
+    }
+
     /// Put a listing's persisted state back (warm start).
     pub fn load(&self, key: &str, state: ListingState) {
         self.map.insert(key.into(), state);
@@ -97,6 +132,12 @@ impl PriceCache {
     pub fn clear(&self) {
         self.map.clear();
     }
+}
+
+/// Each shard's table address and bucket mask at one moment (see [`PriceCache::layout`]).
+#[derive(Debug, Default)]
+pub struct CacheLayout {
+    shards: Vec<(usize, usize)>,
 }
 
 #[cfg(test)]

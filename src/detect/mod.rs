@@ -8,6 +8,7 @@
 //! ```
 
 pub mod cache;
+mod prefetch;
 pub mod rules;
 pub mod stage;
 pub mod windows;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use compact_str::CompactString;
 use tokio::sync::mpsc;
 
 use super::windows::{Observation, WindowKey, Windows};
@@ -15,6 +16,9 @@ use super::{PriceCache, Rules};
 use crate::metrics::Metrics;
 use crate::model::{Alert, ChangeKind, alert_id};
 use crate::runtime::messages::{DetectedBatch, InRecord, IngestBatch, Processed};
+
+/// How many records ahead [`Detector::process_all`] prefetches cache entries.
+pub const PREFETCH_AHEAD: usize = 12;
 
 #[derive(Debug, Clone)]
 pub struct Detector {
@@ -30,6 +34,33 @@ impl Detector {
     /// Classify one record against its listing's last price, update the cache, maybe alert.
     pub fn process(&self, record: InRecord) -> (Processed, Option<Alert>) {
         let listing_key = record.event.listing_key();
+        self.process_keyed(record, listing_key)
+    }
+
+    /// [`Self::process`] for a run of records, in order. A lookup in a cache of a million
+    /// listings is a trip to main memory; prefetching the entries [`PREFETCH_AHEAD`] records
+    /// ahead lets those trips overlap instead of queueing one behind the other.
+    pub fn process_all(
+        &self,
+        records: Vec<InRecord>,
+        mut each: impl FnMut(Processed, Option<Alert>),
+    ) {
+        let keys: Vec<CompactString> = records.iter().map(|r| r.event.listing_key()).collect();
+        let hashes: Vec<u64> = keys.iter().map(|k| self.cache.hash(k)).collect();
+        let layout = self.cache.layout();
+        for &h in hashes.iter().take(PREFETCH_AHEAD) {
+            self.cache.prefetch(&layout, h);
+        }
+        for (i, (record, key)) in records.into_iter().zip(keys).enumerate() {
+            if let Some(&h) = hashes.get(i + PREFETCH_AHEAD) {
+                self.cache.prefetch(&layout, h);
+            }
+            let (processed, alert) = self.process_keyed(record, key);
+            each(processed, alert);
+        }
+    }
+
+    fn process_keyed(&self, record: InRecord, listing_key: CompactString) -> (Processed, Option<Alert>) {
         let seen_ms = record.event.timestamp.timestamp_millis();
         let (change, state) = self.cache.observe(&listing_key, record.event.price, seen_ms);
         let alert = self.rules.evaluate(&change).map(|alert_type| {
@@ -44,7 +75,7 @@ impl Detector {
                 ),
                 alert_type: alert_type.to_string(),
                 rule: self.rules.rule_name.clone(),
-                listing_key: listing_key.clone(),
+                listing_key: listing_key.to_string(),
                 event: record.event.clone(),
                 old_price: old,
                 new_price: new,
@@ -70,8 +101,7 @@ impl Detector {
         let mut records = Vec::with_capacity(batch.records.len());
         let mut alerts = Vec::new();
         let (mut drops, mut rises, mut new) = (0, 0, 0);
-        for record in batch.records {
-            let (processed, alert) = self.process(record);
+        self.process_all(batch.records, |processed, alert| {
             match processed.change.kind {
                 ChangeKind::Drop => drops += 1,
                 ChangeKind::Increase => rises += 1,
@@ -80,7 +110,7 @@ impl Detector {
             }
             records.push(processed);
             alerts.extend(alert);
-        }
+        });
         let c = &metrics.counters;
         c.detect_records.fetch_add(records.len() as u64, Relaxed);
         c.detect_drops.fetch_add(drops, Relaxed);

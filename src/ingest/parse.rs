@@ -15,8 +15,9 @@
 //! Everything else is a [`ParseError`] whose text is the DLQ `error` header.
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use compact_str::{CompactString, ToCompactString};
 use simd_json::prelude::*;
-use simd_json::{Buffers, tape::Value};
+use simd_json::{Buffers, Tape, tape::Value};
 
 use crate::model::{PriceEvent, cents};
 
@@ -50,10 +51,13 @@ fn invalid(field: &'static str, problem: impl Into<String>) -> ParseError {
     }
 }
 
-/// A reusable parser: keeps simd-json's buffers and a scratch copy between records.
+/// A reusable parser: keeps simd-json's buffers, its tape and a scratch copy between records,
+/// so parsing a record allocates nothing of its own.
 #[derive(Default)]
 pub struct Parser {
     buffers: Option<Buffers>,
+    /// Empty between records (`reset` detaches it from the last record's bytes).
+    tape: Option<Tape<'static>>,
     scratch: Vec<u8>,
     /// The last `event_date` text and its value: a show's date repeats on every record.
     last_date: Option<(String, DateTime<Utc>)>,
@@ -82,9 +86,13 @@ impl Parser {
         self.scratch.clear();
         self.scratch.extend_from_slice(value);
         let buffers = self.buffers.get_or_insert_with(|| Buffers::new(MAX_VALUE_BYTES));
-        let tape = simd_json::to_tape_with_buffers(&mut self.scratch, buffers)
-            .map_err(|e| ParseError::Json(e.to_string()))?;
-        event_from(tape.as_value(), &mut self.last_date)
+        let mut tape = self.tape.take().map_or_else(|| Tape(Vec::new()), Tape::reset);
+        let result = match simd_json::fill_tape(&mut self.scratch, buffers, &mut tape) {
+            Ok(()) => event_from(tape.as_value(), &mut self.last_date),
+            Err(e) => Err(ParseError::Json(e.to_string())),
+        };
+        self.tape = Some(tape.reset());
+        result
     }
 }
 
@@ -109,14 +117,14 @@ struct Fields<'a> {
     venue: Option<&'a str>,
     event_date: Option<&'a str>,
     source: Option<&'a str>,
-    section: Option<String>,
-    row: Option<String>,
-    seat: Option<String>,
+    section: Option<CompactString>,
+    row: Option<CompactString>,
+    seat: Option<CompactString>,
     price: Option<i64>,
     fees: Option<i64>,
     total_price: Option<i64>,
     timestamp: Option<&'a str>,
-    listing_id: Option<String>,
+    listing_id: Option<CompactString>,
     listing_url: Option<&'a str>,
     quantity: Option<i64>,
     delivery_method: Option<&'a str>,
@@ -209,16 +217,16 @@ fn event_from(
         total_price,
         timestamp,
         listing_id: f.listing_id.filter(|s| !s.is_empty()),
-        listing_url: f.listing_url.map(str::to_string),
+        listing_url: f.listing_url.map(CompactString::from),
         quantity: quantity as i32,
-        delivery_method: f.delivery_method.map(str::to_string),
-        seller_notes: f.seller_notes.map(str::to_string),
+        delivery_method: f.delivery_method.map(CompactString::from),
+        seller_notes: f.seller_notes.map(CompactString::from),
     })
 }
 
-fn required(v: Option<&str>, field: &'static str) -> Result<String, ParseError> {
+fn required(v: Option<&str>, field: &'static str) -> Result<CompactString, ParseError> {
     match v {
-        Some(s) if !s.trim().is_empty() => Ok(s.to_string()),
+        Some(s) if !s.trim().is_empty() => Ok(CompactString::from(s)),
         Some(_) => Err(invalid(field, "must not be empty")),
         None => Err(ParseError::Missing(field)),
     }
@@ -238,13 +246,13 @@ fn opt_str<'a>(v: &Value<'_, 'a>, field: &'static str) -> Result<Option<&'a str>
 }
 
 /// A string, or a number written as its decimal text (seat `7`), or null.
-fn loose_str(v: &Value<'_, '_>, field: &'static str) -> Result<Option<String>, ParseError> {
+fn loose_str(v: &Value<'_, '_>, field: &'static str) -> Result<Option<CompactString>, ParseError> {
     if v.is_null() {
         Ok(None)
     } else if let Some(s) = v.as_str() {
-        Ok(Some(s.to_string()))
+        Ok(Some(CompactString::from(s)))
     } else if let Some(i) = v.as_i64() {
-        Ok(Some(i.to_string()))
+        Ok(Some(i.to_compact_string()))
     } else {
         Err(invalid(field, format!("must be a string, found {}", kind_of(v))))
     }

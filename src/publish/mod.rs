@@ -99,7 +99,7 @@ fn processed_records(batch: &CommittedBatch) -> Vec<Out> {
         .iter()
         .map(|p| {
             let out = ProcessedPrice {
-                listing_key: p.listing_key.clone(),
+                listing_key: p.listing_key.to_string(),
                 event: p.record.event.clone(),
                 previous_price: p.change.previous_cents,
                 change: p.change.change_cents,
@@ -109,7 +109,7 @@ fn processed_records(batch: &CommittedBatch) -> Vec<Out> {
                 source_offset: p.record.offset,
             };
             let value = serde_json::to_vec(&out).unwrap_or_default();
-            (p.listing_key.clone(), value, p.record.kafka_ts)
+            (p.listing_key.to_string(), value, p.record.kafka_ts)
         })
         .collect()
 }
@@ -253,20 +253,20 @@ async fn unpublished_processed(
             let out = ProcessedPrice {
                 listing_key: r.get(0),
                 event: PriceEvent {
-                    event_id: r.get(1),
-                    event_name: r.get(2),
-                    venue: r.get(3),
+                    event_id: r.get::<_, &str>(1).into(),
+                    event_name: r.get::<_, &str>(2).into(),
+                    venue: r.get::<_, &str>(3).into(),
                     event_date: r.get(4),
-                    source: r.get(5),
-                    section: r.get(6),
-                    row: r.get(7),
-                    seat: r.get(8),
+                    source: r.get::<_, &str>(5).into(),
+                    section: r.get::<_, &str>(6).into(),
+                    row: r.get::<_, &str>(7).into(),
+                    seat: r.get::<_, &str>(8).into(),
                     price,
                     fees: r.get::<_, Option<Decimal>>(10).map(cents_of),
                     total_price: cents_of(r.get::<_, Decimal>(11)),
                     timestamp,
-                    listing_id: r.get(13),
-                    listing_url: r.get(14),
+                    listing_id: r.get::<_, Option<&str>>(13).map(Into::into),
+                    listing_url: r.get::<_, Option<&str>>(14).map(Into::into),
                     quantity: r.get(15),
                     delivery_method: None,
                     seller_notes: None,

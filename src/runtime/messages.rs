@@ -33,7 +33,7 @@ pub struct IngestBatch {
 #[derive(Debug, Clone)]
 pub struct Processed {
     pub record: InRecord,
-    pub listing_key: String,
+    pub listing_key: compact_str::CompactString,
     pub change: Change,
     /// The listing's cached state after this record.
     pub state: ListingState,

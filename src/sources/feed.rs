@@ -194,14 +194,14 @@ impl Feed {
             event_date: Some(self.show_dates[l.show]),
             source: SOURCES[l.source].into(),
             section: TIERS[l.tier].0.into(),
-            row: l.row.to_string(),
-            seat: l.seat.to_string(),
+            row: l.row.to_string().into(),
+            seat: l.seat.to_string().into(),
             price: l.price_cents,
             fees: Some(fees),
             total_price: l.price_cents + fees,
             timestamp: now,
-            listing_url: Some(format!("https://tickets.example/{event_id}/{listing_id}")),
-            listing_id: Some(listing_id),
+            listing_url: Some(format!("https://tickets.example/{event_id}/{listing_id}").into()),
+            listing_id: Some(listing_id.into()),
             quantity: 1,
             delivery_method: Some("mobile".into()),
             seller_notes: None,
@@ -256,7 +256,7 @@ mod tests {
         let run = |f: &mut Feed| -> Vec<(String, i64)> {
             (0..2_000)
                 .map(|_| f.next_event(now).0)
-                .map(|e| (e.listing_key(), e.price))
+                .map(|e| (e.listing_key().to_string(), e.price))
                 .collect()
         };
         let ra = run(&mut a);
@@ -267,7 +267,7 @@ mod tests {
     #[test]
     fn listings_keep_their_identity_and_moves_match_the_configured_rates() {
         let mut feed = Feed::new(&cfg(1));
-        let mut last: std::collections::HashMap<String, i64> = Default::default();
+        let mut last: std::collections::HashMap<compact_str::CompactString, i64> = Default::default();
         let (mut drops, mut rises, mut repolls) = (0u32, 0u32, 0u32);
         for _ in 0..50_000 {
             let (e, mv) = feed.next_event(DateTime::UNIX_EPOCH);

@@ -103,7 +103,7 @@ pub async fn run<P: Poller>(
                     let records = poll
                         .events
                         .iter()
-                        .map(|e| (e.listing_key().into_bytes(), to_wire_json(e), e.timestamp))
+                        .map(|e| (e.listing_key().as_bytes().to_vec(), to_wire_json(e), e.timestamp))
                         .collect();
                     if let Err(error) = producer_ref.send(records).await {
                         tracing::warn!(source, events, error = %error, "cannot produce polled prices; they are polled again next time");

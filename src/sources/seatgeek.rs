@@ -256,23 +256,23 @@ fn price_events(event: &Event, now: DateTime<Utc>) -> Vec<PriceEvent> {
         .filter_map(|(metric, dollars)| {
             let price = price_cents(dollars)?;
             Some(PriceEvent {
-                event_id: format!("seatgeek_{}", event.id),
-                event_name: name.clone(),
-                venue: venue.to_string(),
+                event_id: format!("seatgeek_{}", event.id).into(),
+                event_name: name.clone().into(),
+                venue: venue.to_string().into(),
                 event_date,
                 source: API.into(),
                 section: (*metric).into(),
-                row: String::new(),
-                seat: String::new(),
+                row: Default::default(),
+                seat: Default::default(),
                 price,
                 fees: None,
                 total_price: price,
                 timestamp: now,
-                listing_id: Some(format!("{}:{metric}", event.id)),
-                listing_url: event.url.clone(),
+                listing_id: Some(format!("{}:{metric}", event.id).into()),
+                listing_url: event.url.clone().map(Into::into),
                 quantity: 1,
                 delivery_method: None,
-                seller_notes: listing_count.map(|n| format!("listing_count={n}")),
+                seller_notes: listing_count.map(|n| format!("listing_count={n}")).map(Into::into),
             })
         })
         .collect()

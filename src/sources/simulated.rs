@@ -68,7 +68,7 @@ pub async fn produce(
         for _ in 0..remaining {
             let (event, mv) = feed.next_event(now);
             summary.count(mv);
-            records.push((event.listing_key().into_bytes(), to_wire_json(&event), now));
+            records.push((event.listing_key().as_bytes().to_vec(), to_wire_json(&event), now));
         }
         producer.send(records).await?;
         progress(&summary);

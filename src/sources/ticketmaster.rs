@@ -348,23 +348,23 @@ fn price_events(event: &Event, now: DateTime<Utc>) -> Vec<PriceEvent> {
             };
             let series = format!("{kind}_{bound}");
             out.push(PriceEvent {
-                event_id: format!("ticketmaster_{}", event.id),
-                event_name: name.clone(),
-                venue: venue.to_string(),
+                event_id: format!("ticketmaster_{}", event.id).into(),
+                event_name: name.clone().into(),
+                venue: venue.to_string().into(),
                 event_date,
                 source: API.into(),
-                section: series.clone(),
-                row: String::new(),
-                seat: String::new(),
+                section: series.clone().into(),
+                row: Default::default(),
+                seat: Default::default(),
                 price,
                 fees: None,
                 total_price: price,
                 timestamp: now,
-                listing_id: Some(format!("{}:{series}", event.id)),
-                listing_url: event.url.clone(),
+                listing_id: Some(format!("{}:{series}", event.id).into()),
+                listing_url: event.url.clone().map(Into::into),
                 quantity: 1,
                 delivery_method: None,
-                seller_notes: range.currency.as_ref().map(|c| format!("currency={c}")),
+                seller_notes: range.currency.as_ref().map(|c| format!("currency={c}")).map(Into::into),
             });
         }
     }
@@ -394,7 +394,7 @@ mod tests {
     fn price_ranges_become_min_and_max_series_per_type() {
         let now = Utc::now();
         let events = price_events(&event(PHOEBE), now);
-        let got: Vec<_> = events.iter().map(|e| (e.listing_key(), e.price)).collect();
+        let got: Vec<_> = events.iter().map(|e| (e.listing_key().to_string(), e.price)).collect();
         assert_eq!(
             got,
             [

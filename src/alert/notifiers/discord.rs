@@ -205,7 +205,7 @@ pub(crate) mod tests {
             total_price: 14_200,
             timestamp: chrono::DateTime::UNIX_EPOCH,
             listing_id: Some(id.into()),
-            listing_url: url.map(str::to_string),
+            listing_url: url.map(Into::into),
             quantity: 1,
             delivery_method: None,
             seller_notes: None,
@@ -272,8 +272,8 @@ pub(crate) mod tests {
     fn oversized_text_is_cut_to_discord_limits_not_dropped() {
         let huge = "Ω".repeat(50_000);
         let mut m = alert("a1", &huge, None);
-        m.alert.event.venue = huge.clone();
-        m.alert.event.section = huge.clone();
+        m.alert.event.venue = huge.as_str().into();
+        m.alert.event.section = huge.as_str().into();
         m.rule_description = Some(huge.clone());
         let e = embed(&m, &DetectConfig::default());
         assert!(e.text_len() <= MAX_TOTAL, "{}", e.text_len());

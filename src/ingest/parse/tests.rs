@@ -119,8 +119,10 @@ proptest! {
         secs in 0i64..4_000_000_000, name in "\\PC{1,30}",
     ) {
         let event = PriceEvent {
-            event_id, event_name: if name.trim().is_empty() { "x".into() } else { name },
-            venue: "Venue".into(), event_date: None, source: "mock".into(), section, row: "A".into(), seat,
+            event_id: event_id.into(),
+            event_name: if name.trim().is_empty() { "x".into() } else { name.into() },
+            venue: "Venue".into(), event_date: None, source: "mock".into(), section: section.into(),
+            row: "A".into(), seat: seat.into(),
             price: price_cents, fees, total_price: price_cents + fees.unwrap_or(0),
             timestamp: DateTime::from_timestamp(secs, 0).expect("in range"),
             listing_id: None, listing_url: None, quantity: 1, delivery_method: None, seller_notes: None,
