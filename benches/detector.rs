@@ -197,6 +197,44 @@ fn detector(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+    // Detect alone, on records parsed beforehand: what the cache and the rules cost.
+    group.bench_function("detect_only", |b| {
+        let det = Detector::new(d.cache.clone(), rules());
+        let mut parser = Parser::new();
+        let parsed: Vec<InRecord> = d
+            .events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| record(parser.parse(e).expect("valid"), i as i64))
+            .collect();
+        b.iter_batched(
+            || {
+                for (key, price) in &d.touched {
+                    if let Some(mut s) = d.cache.get(key) {
+                        s.last_price = *price;
+                        d.cache.load(key, s);
+                    }
+                }
+                parsed.clone()
+            },
+            |records| {
+                let mut alerts = 0usize;
+                let mut records = records.into_iter();
+                loop {
+                    let batch: Vec<InRecord> = records.by_ref().take(FETCH_RECORDS).collect();
+                    if batch.is_empty() {
+                        break;
+                    }
+                    det.process_all(batch, |processed, alert| {
+                        alerts += usize::from(alert.is_some());
+                        black_box(processed);
+                    });
+                }
+                alerts
+            },
+            BatchSize::PerIteration,
+        )
+    });
     group.finish();
 
     // Memory per tracked listing: fill a fresh cache and measure the resident-memory growth.

@@ -254,7 +254,10 @@ mod tests {
     fn alert_ids_are_stable_across_versions() {
         // The first 16 bytes of SHA-256("k" 0x00 be32(0) be64(10) "default"), lowercase hex:
         // stored ids must keep matching re-detections after an upgrade.
-        assert_eq!(alert_id("k", 0, 10, "default"), "7809f913dcd08ab93357d22dd8c3843c");
+        assert_eq!(
+            alert_id("k", 0, 10, "default"),
+            "7809f913dcd08ab93357d22dd8c3843c"
+        );
     }
 
     #[test]

@@ -104,11 +104,19 @@ impl PriceCache {
         let shard = self.map.determine_shard(hash as usize);
         if let Some(&(data_end, mask)) = layout.shards.get(shard) {
             // hashbrown probes from `hash & mask`: the control bytes sit at `data_end + pos`
-            // and the bucket at `data_end - (pos + 1) * size`.
+            // and bucket i at `data_end - (i + 1) * size`. The entry is nearly always one of the
+            // first few buckets of the probe (PROBE_BUCKETS covers them at the load factors
+            // hashbrown keeps), so those lines are fetched too.
             let pos = hash as usize & mask;
             let bucket = std::mem::size_of::<(CompactString, dashmap::SharedValue<ListingState>)>();
             super::prefetch::read(data_end.wrapping_add(pos));
-            super::prefetch::read(data_end.wrapping_sub((pos + 1) * bucket));
+            let last = data_end.wrapping_sub((pos + PROBE_BUCKETS) * bucket);
+            let first = data_end.wrapping_sub((pos + 1) * bucket);
+            let mut line = last & !63;
+            while line <= first {
+                super::prefetch::read(line);
+                line += 64;
+            }
         }
     }
 
@@ -133,6 +141,9 @@ impl PriceCache {
         self.map.clear();
     }
 }
+
+/// Buckets from the probe start whose cache lines [`PriceCache::prefetch`] fetches.
+const PROBE_BUCKETS: usize = 3;
 
 /// Each shard's table address and bucket mask at one moment (see [`PriceCache::layout`]).
 #[derive(Debug, Default)]

@@ -40,11 +40,7 @@ impl Detector {
     /// [`Self::process`] for a run of records, in order. A lookup in a cache of a million
     /// listings is a trip to main memory; prefetching the entries [`PREFETCH_AHEAD`] records
     /// ahead lets those trips overlap instead of queueing one behind the other.
-    pub fn process_all(
-        &self,
-        records: Vec<InRecord>,
-        mut each: impl FnMut(Processed, Option<Alert>),
-    ) {
+    pub fn process_all(&self, records: Vec<InRecord>, mut each: impl FnMut(Processed, Option<Alert>)) {
         let keys: Vec<CompactString> = records.iter().map(|r| r.event.listing_key()).collect();
         let hashes: Vec<u64> = keys.iter().map(|k| self.cache.hash(k)).collect();
         let layout = self.cache.layout();

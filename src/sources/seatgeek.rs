@@ -272,7 +272,9 @@ fn price_events(event: &Event, now: DateTime<Utc>) -> Vec<PriceEvent> {
                 listing_url: event.url.clone().map(Into::into),
                 quantity: 1,
                 delivery_method: None,
-                seller_notes: listing_count.map(|n| format!("listing_count={n}")).map(Into::into),
+                seller_notes: listing_count
+                    .map(|n| format!("listing_count={n}"))
+                    .map(Into::into),
             })
         })
         .collect()

@@ -364,7 +364,11 @@ fn price_events(event: &Event, now: DateTime<Utc>) -> Vec<PriceEvent> {
                 listing_url: event.url.clone().map(Into::into),
                 quantity: 1,
                 delivery_method: None,
-                seller_notes: range.currency.as_ref().map(|c| format!("currency={c}")).map(Into::into),
+                seller_notes: range
+                    .currency
+                    .as_ref()
+                    .map(|c| format!("currency={c}"))
+                    .map(Into::into),
             });
         }
     }
@@ -394,7 +398,10 @@ mod tests {
     fn price_ranges_become_min_and_max_series_per_type() {
         let now = Utc::now();
         let events = price_events(&event(PHOEBE), now);
-        let got: Vec<_> = events.iter().map(|e| (e.listing_key().to_string(), e.price)).collect();
+        let got: Vec<_> = events
+            .iter()
+            .map(|e| (e.listing_key().to_string(), e.price))
+            .collect();
         assert_eq!(
             got,
             [

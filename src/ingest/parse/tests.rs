@@ -109,6 +109,22 @@ fn naive_and_offset_timestamps_and_bare_dates() {
     );
     assert_eq!(parse_time("2026-02-30T10:00:00"), None, "no such day");
     assert_eq!(parse_time("2026-11-21T25:00:00"), None, "no such hour");
+    assert_eq!(parse_time("2027-02-29T10:00:00"), None, "not a leap year");
+    assert_eq!(
+        parse_time("2100-02-29T10:00:00"),
+        None,
+        "a century is not a leap year"
+    );
+    assert_eq!(
+        parse_time("2000-02-29T00:00:00").map(|t| t.timestamp()),
+        Some(951_782_400),
+        "a fourth century is"
+    );
+    assert_eq!(
+        parse_time("1969-12-31T23:59:59.5Z").map(|t| t.timestamp_millis()),
+        Some(-500),
+        "before the epoch"
+    );
 }
 
 proptest! {

@@ -80,7 +80,11 @@ async fn seatgeek_pages_until_meta_total_and_skips_null_and_missing_stats() {
     let poller = SeatGeek::new(&config(&api)).expect("client");
     let poll = poller.poll_once().await.expect("poll");
 
-    let got: Vec<_> = poll.events.iter().map(|e| (e.listing_key().to_string(), e.price)).collect();
+    let got: Vec<_> = poll
+        .events
+        .iter()
+        .map(|e| (e.listing_key().to_string(), e.price))
+        .collect();
     assert_eq!(
         got,
         [
@@ -118,7 +122,11 @@ async fn seatgeek_pages_until_meta_total_and_skips_null_and_missing_stats() {
     // Polling again with unchanged prices gives the same keys and prices.
     api.rescript(script);
     let again = poller.poll_once().await.expect("second poll");
-    let got_again: Vec<_> = again.events.iter().map(|e| (e.listing_key().to_string(), e.price)).collect();
+    let got_again: Vec<_> = again
+        .events
+        .iter()
+        .map(|e| (e.listing_key().to_string(), e.price))
+        .collect();
     assert_eq!(got_again, got);
 }
 

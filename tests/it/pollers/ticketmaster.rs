@@ -85,7 +85,11 @@ async fn ticketmaster_pages_from_zero_and_skips_events_without_price_ranges() {
         .poll_once()
         .await
         .expect("poll");
-    let got: Vec<_> = poll.events.iter().map(|e| (e.listing_key().to_string(), e.price)).collect();
+    let got: Vec<_> = poll
+        .events
+        .iter()
+        .map(|e| (e.listing_key().to_string(), e.price))
+        .collect();
     assert_eq!(
         got,
         [
