@@ -125,6 +125,24 @@ fn detector(c: &mut Criterion) {
     } else {
         (2_000, 1_000)
     };
+    // Memory per tracked listing: fill a fresh cache and measure the resident-memory growth,
+    // first, while the process has no freed memory the allocator could hand out again.
+    let before = rss_kib();
+    let cache = PriceCache::new();
+    let det = Detector::new(Arc::new(cache), rules());
+    let mut parser = Parser::new();
+    for l in 0..listings {
+        let event = parser.parse(&event_json(l, 100.0)).expect("valid");
+        det.process(record(event, l as i64));
+    }
+    let after = rss_kib();
+    println!(
+        "price cache: {} listings, {:.0} bytes per listing (resident memory growth; keys like `stubhub:SH-123456`)",
+        det.cache.len(),
+        (after.saturating_sub(before) * 1024) as f64 / det.cache.len() as f64
+    );
+    drop(det);
+
     let d = data(listings, measured);
     println!(
         "data: {} listings in the cache, {} measured events, {:.0} bytes per event on average",
@@ -236,22 +254,6 @@ fn detector(c: &mut Criterion) {
         )
     });
     group.finish();
-
-    // Memory per tracked listing: fill a fresh cache and measure the resident-memory growth.
-    let before = rss_kib();
-    let cache = PriceCache::new();
-    let det = Detector::new(Arc::new(cache), rules());
-    let mut parser = Parser::new();
-    for l in 0..listings {
-        let event = parser.parse(&event_json(l, 100.0)).expect("valid");
-        det.process(record(event, l as i64));
-    }
-    let after = rss_kib();
-    println!(
-        "price cache: {} listings, {:.0} bytes per listing (resident memory growth; keys like `stubhub:SH-123456`)",
-        det.cache.len(),
-        (after.saturating_sub(before) * 1024) as f64 / det.cache.len() as f64
-    );
 }
 
 criterion_group!(benches, detector);

@@ -35,6 +35,10 @@ pub const MIGRATIONS: &[Migration] = &[
         file: "004_windows.sql",
         sql: include_str!("../../sql/004_windows.sql"),
     },
+    Migration {
+        file: "005_history_without_fk.sql",
+        sql: include_str!("../../sql/005_history_without_fk.sql"),
+    },
 ];
 
 /// Arbitrary constant naming ConScope's migration lock.

@@ -264,6 +264,25 @@ async fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
         db.count("SELECT count(*) FROM price_alerts").await as usize,
         killed_alerts.len()
     );
+    // No foreign key checks this (sql/005): every batch writes its events in its own transaction.
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM price_history h
+              WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = h.event_id)"
+        )
+        .await,
+        0,
+        "every history row's event is stored"
+    );
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM listing_state l
+              WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = l.event_id)"
+        )
+        .await,
+        0,
+        "every listing's event is stored"
+    );
 
     // The same feed, uninterrupted, into a fresh database.
     let clean = TestDb::migrated().await.expect("db");
