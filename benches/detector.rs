@@ -97,6 +97,16 @@ fn data(listings: u64, measured: usize) -> Data {
     }
 }
 
+/// Put the touched listings back to their baseline price, so every iteration sees the same mix.
+fn restore_baseline(d: &Data) {
+    for (key, price) in &d.touched {
+        if let Some(mut s) = d.cache.get(key) {
+            s.last_price = *price;
+            d.cache.load(key, s);
+        }
+    }
+}
+
 fn rules() -> Rules {
     Rules::from_config(&DetectConfig::default())
 }
@@ -187,14 +197,7 @@ fn detector(c: &mut Criterion) {
         let det = Detector::new(d.cache.clone(), rules());
         let mut parser = Parser::new();
         b.iter_batched(
-            || {
-                for (key, price) in &d.touched {
-                    if let Some(mut s) = d.cache.get(key) {
-                        s.last_price = *price;
-                        d.cache.load(key, s);
-                    }
-                }
-            },
+            || restore_baseline(&d),
             |()| {
                 // As the engine runs: ingest parses a fetch's records, detect takes the batch.
                 let mut alerts = 0usize;
@@ -227,12 +230,7 @@ fn detector(c: &mut Criterion) {
             .collect();
         b.iter_batched(
             || {
-                for (key, price) in &d.touched {
-                    if let Some(mut s) = d.cache.get(key) {
-                        s.last_price = *price;
-                        d.cache.load(key, s);
-                    }
-                }
+                restore_baseline(&d);
                 parsed.clone()
             },
             |records| {

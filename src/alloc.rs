@@ -20,9 +20,12 @@ const HUGE_PAGE: usize = 2 << 20;
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Allocator;
 
-/// Advise the 2 MiB-aligned interior of a fresh block onto huge pages. Advice only: a kernel
-/// without transparent huge pages refuses it, and that is fine.
-fn advise_huge(ptr: *mut u8, size: usize) {
+/// Advise the 2 MiB-aligned interior of a fresh block, if it is large, onto huge pages. Advice
+/// only: a kernel without transparent huge pages refuses it, and that is fine.
+fn advise_huge(ptr: *mut u8, size: usize) -> *mut u8 {
+    if size < HUGE_ADVICE_MIN || ptr.is_null() {
+        return ptr;
+    }
     let start = (ptr as usize).next_multiple_of(HUGE_PAGE);
     let end = (ptr as usize + size) & !(HUGE_PAGE - 1);
     if end > start {
@@ -32,26 +35,19 @@ fn advise_huge(ptr: *mut u8, size: usize) {
             libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
         }
     }
+    ptr
 }
 
 // SAFETY: every call is forwarded to the system allocator unchanged; the advice does not touch the memory.
 unsafe impl GlobalAlloc for Allocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the caller upholds GlobalAlloc's contract, which System shares.
-        let ptr = unsafe { System.alloc(layout) };
-        if layout.size() >= HUGE_ADVICE_MIN && !ptr.is_null() {
-            advise_huge(ptr, layout.size());
-        }
-        ptr
+        advise_huge(unsafe { System.alloc(layout) }, layout.size())
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as for `alloc`.
-        let ptr = unsafe { System.alloc_zeroed(layout) };
-        if layout.size() >= HUGE_ADVICE_MIN && !ptr.is_null() {
-            advise_huge(ptr, layout.size());
-        }
-        ptr
+        advise_huge(unsafe { System.alloc_zeroed(layout) }, layout.size())
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -61,10 +57,6 @@ unsafe impl GlobalAlloc for Allocator {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: as for `dealloc`; the caller upholds `realloc`'s contract.
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if new_size >= HUGE_ADVICE_MIN && !new.is_null() {
-            advise_huge(new, new_size);
-        }
-        new
+        advise_huge(unsafe { System.realloc(ptr, layout, new_size) }, new_size)
     }
 }
