@@ -1,7 +1,9 @@
 //! Parsing and validating one raw_prices value into a [`PriceEvent`].
 //!
-//! The parser walks simd-json's tape (no intermediate DOM, no serde visitor), visiting each key
-//! of the object once. It accepts the first ConScope's JSON as is:
+//! A record takes one of two paths to the same [`Fields`]. The common shape — a flat object,
+//! strings without escapes, amounts with at most two decimals — is read in one forward pass
+//! ([`flat`]); anything else walks simd-json's tape (no intermediate DOM, no serde visitor),
+//! which also decides every error. Both accept the first ConScope's JSON as is:
 //!
 //! - unknown fields are ignored (forward compatibility);
 //! - `price`, `fees`, `total_price` may be JSON numbers or numeric strings (`"142.50"`), because
@@ -82,13 +84,21 @@ impl Parser {
         if value.len() > MAX_VALUE_BYTES {
             return Err(ParseError::TooLarge(value.len()));
         }
+        if let Some(fields) = flat::scan(value) {
+            return finish(fields, &mut self.last_date);
+        }
+        self.parse_tape(value)
+    }
+
+    /// The general path: simd-json's tape, for every record the flat pass leaves to it.
+    fn parse_tape(&mut self, value: &[u8]) -> Result<PriceEvent, ParseError> {
         // simd-json parses in place: work on a copy so the original bytes stay intact for the DLQ.
         self.scratch.clear();
         self.scratch.extend_from_slice(value);
         let buffers = self.buffers.get_or_insert_with(|| Buffers::new(MAX_VALUE_BYTES));
         let mut tape = self.tape.take().map_or_else(|| Tape(Vec::new()), Tape::reset);
         let result = match simd_json::fill_tape(&mut self.scratch, buffers, &mut tape) {
-            Ok(()) => event_from(tape.as_value(), &mut self.last_date),
+            Ok(()) => fields_from(tape.as_value()).and_then(|f| finish(f, &mut self.last_date)),
             Err(e) => Err(ParseError::Json(e.to_string())),
         };
         self.tape = Some(tape.reset());
@@ -131,10 +141,8 @@ struct Fields<'a> {
     seller_notes: Option<&'a str>,
 }
 
-fn event_from(
-    root: Value<'_, '_>,
-    last_date: &mut Option<(String, DateTime<Utc>)>,
-) -> Result<PriceEvent, ParseError> {
+/// The fields of a record, read from simd-json's tape.
+fn fields_from<'a>(root: Value<'_, 'a>) -> Result<Fields<'a>, ParseError> {
     let obj = root
         .as_object()
         .ok_or_else(|| ParseError::NotAnObject(kind_of(&root)))?;
@@ -170,6 +178,11 @@ fn event_from(
             _ => {}
         }
     }
+    Ok(f)
+}
+
+/// Validate the fields and build the event.
+fn finish(f: Fields<'_>, last_date: &mut Option<(String, DateTime<Utc>)>) -> Result<PriceEvent, ParseError> {
     let price = f.price.ok_or(ParseError::Missing("price"))?;
     if price <= 0 {
         return Err(invalid("price", "must be greater than 0"));
@@ -401,5 +414,6 @@ fn parse_date(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.and_utc())
 }
 
+mod flat;
 #[cfg(test)]
 mod tests;

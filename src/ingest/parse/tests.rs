@@ -127,7 +127,104 @@ fn naive_and_offset_timestamps_and_bare_dates() {
     );
 }
 
+/// Both paths, compared: the flat pass must either defer or agree with the tape exactly.
+fn paths_agree(value: &[u8]) -> Result<(), TestCaseError> {
+    let tape = Parser::new().parse_tape(value);
+    if let Some(fields) = flat::scan(value) {
+        prop_assert_eq!(
+            finish(fields, &mut None),
+            tape,
+            "{}",
+            String::from_utf8_lossy(value)
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn the_common_shape_takes_the_flat_path_and_the_rest_the_tape() {
+    let flat = |s: &str| flat::scan(s.as_bytes()).is_some();
+    assert!(flat(FIRST_CONSCOPE));
+    assert!(
+        !flat(r#"  {"price":1,"unknown":[]}"#),
+        "nested values take the tape"
+    );
+    assert!(!flat(r#"{"event_name":"Caf\u00e9"}"#), "escapes take the tape");
+    assert!(!flat(r#"{"price":1e2}"#), "exponents take the tape");
+    assert!(!flat(r#"{"price":"99.99"}"#), "numeric strings take the tape");
+    assert!(
+        !flat("{\"event_name\":\"a\tb\"}"),
+        "control characters take the tape"
+    );
+    assert!(flat(r#"{"event_name":"Café ☕","other":-0.5,"flag":true}"#));
+    assert!(flat("{}"));
+    for bad in [
+        r#"{"a":1,}"#,
+        r#"{"a":01}"#,
+        r#"{"a":1.}"#,
+        r#"{"a":-}"#,
+        r#"{"a" 1}"#,
+        r#"{"a":1}x"#,
+        r#"{"a":nul}"#,
+    ] {
+        assert!(!flat(bad), "{bad} is not JSON");
+        assert!(parse(bad.as_bytes()).is_err(), "{bad} is not JSON");
+    }
+}
+
+#[test]
+fn both_paths_agree_on_edge_cases() -> Result<(), TestCaseError> {
+    let edge = [
+        FIRST_CONSCOPE.to_string(),
+        FIRST_CONSCOPE.replace("342.5", "342.50000"),
+        FIRST_CONSCOPE.replace("342.5", "342.505"),
+        FIRST_CONSCOPE.replace("342.5", "-0"),
+        FIRST_CONSCOPE.replace("342.5", "9999999999999"),
+        FIRST_CONSCOPE.replace("342.5", "99999999.99"),
+        FIRST_CONSCOPE.replace("342.5", "100000000"),
+        FIRST_CONSCOPE.replace("342.5", "0.001"),
+        FIRST_CONSCOPE.replace("\"quantity\": 2", "\"quantity\": 2.0"),
+        FIRST_CONSCOPE.replace("\"quantity\": 2", "\"quantity\": -3"),
+        FIRST_CONSCOPE.replace("\"quantity\": 2", "\"quantity\": null"),
+        FIRST_CONSCOPE.replace("\"seat\": \"7\"", "\"seat\": 7"),
+        FIRST_CONSCOPE.replace("\"seat\": \"7\"", "\"seat\": null"),
+        FIRST_CONSCOPE.replace("\"venue\": \"MetLife Stadium\"", "\"venue\": \"  \""),
+        FIRST_CONSCOPE.replace("\"venue\": \"MetLife Stadium\"", "\"venue\": null"),
+        FIRST_CONSCOPE.replace("\"listing_id\": \"SH-88123\"", "\"listing_id\": \"\""),
+        FIRST_CONSCOPE.replace("\"price\": 342.5", "\"price\": 342.5, \"price\": 12"),
+        FIRST_CONSCOPE.replace(
+            "\"timestamp\": \"2026-11-21T10:00:00.123456\"",
+            "\"timestamp\": null",
+        ),
+        FIRST_CONSCOPE.replace(", ", ",\n  "),
+        FIRST_CONSCOPE.replace("}", "} "),
+    ];
+    for e in &edge {
+        paths_agree(e.as_bytes())?;
+    }
+    Ok(())
+}
+
 proptest! {
+    /// Any record a byte or two away from a valid one: the paths agree on what it means or
+    /// what is wrong with it.
+    #[test]
+    fn the_flat_path_agrees_with_the_tape_on_damaged_records(
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), prop::sample::select(
+            b" \t\n{}[]\",:.-+eE0123456789nultrfasx\\\xc3\xa9\x01".to_vec())), 1..3),
+        cut in proptest::option::of(any::<prop::sample::Index>()),
+    ) {
+        let mut bytes = FIRST_CONSCOPE.as_bytes().to_vec();
+        for (at, b) in edits {
+            let i = at.index(bytes.len());
+            bytes[i] = b;
+        }
+        if let Some(cut) = cut {
+            bytes.truncate(cut.index(bytes.len() + 1));
+        }
+        paths_agree(&bytes)?;
+    }
+
     #[test]
     fn serialized_events_parse_back(
         event_id in "[a-z_]{1,20}", section in "[A-Z0-9 ]{0,8}", seat in "[0-9]{0,3}",
@@ -144,6 +241,7 @@ proptest! {
             listing_id: None, listing_url: None, quantity: 1, delivery_method: None, seller_notes: None,
         };
         let bytes = serde_json::to_vec(&event).expect("serializes");
+        paths_agree(&bytes)?;
         prop_assert_eq!(parse(&bytes).expect("parses"), event);
     }
 
@@ -159,6 +257,6 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-        let _ = parse(&bytes);
+        paths_agree(&bytes)?;
     }
 }
