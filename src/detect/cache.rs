@@ -6,7 +6,7 @@
 //! reported once, not on every later poll.
 
 use compact_str::CompactString;
-use dashmap::DashMap;
+use dashmap::{DashMap, SharedValue};
 
 use crate::model::{Change, ChangeKind};
 
@@ -40,7 +40,16 @@ impl PriceCache {
 
     /// Compare `price` with the listing's cached state, update the state, and say what changed.
     pub fn observe(&self, key: &str, price: i64, seen_ms: i64) -> (Change, ListingState) {
-        if let Some(mut state) = self.map.get_mut(key) {
+        self.observe_hashed(key, self.hash(key), price, seen_ms)
+    }
+
+    /// [`Self::observe`] with the key's [`Self::hash`] already known (the batch path hashes
+    /// every key once, to prefetch, and uses the same hash for the lookup).
+    pub fn observe_hashed(&self, key: &str, hash: u64, price: i64, seen_ms: i64) -> (Change, ListingState) {
+        let shard = &self.map.shards()[self.map.determine_shard(hash as usize)];
+        let mut table = shard.write();
+        if let Some((_, state)) = table.get_mut(hash, |(k, _)| k.as_str() == key) {
+            let state = state.get_mut();
             let previous = state.last_price;
             let lowest_before = state.lowest_price;
             state.last_price = price;
@@ -66,7 +75,10 @@ impl PriceCache {
             lowest_price: price,
             last_seen_ms: seen_ms,
         };
-        self.map.insert(key.into(), state);
+        let hasher = self.map.hasher();
+        table.insert(hash, (key.into(), SharedValue::new(state)), |(k, _)| {
+            hasher.hash_one(k.as_str())
+        });
         let change = Change {
             kind: ChangeKind::New,
             previous_cents: None,
@@ -170,6 +182,33 @@ mod tests {
         assert_eq!(rise.kind, ChangeKind::Increase);
         assert_eq!(rise.lowest_before_cents, Some(8_000));
         assert_eq!(state.lowest_price, 8_000);
+    }
+
+    #[test]
+    fn the_batch_path_and_the_map_agree_on_where_a_listing_lives() {
+        let cache = PriceCache::with_capacity(16);
+        // Inserted through the map (warm start), found by the hashed path, and the reverse.
+        cache.load(
+            "stubhub:SH-1",
+            ListingState {
+                last_price: 100,
+                lowest_price: 90,
+                last_seen_ms: 1,
+            },
+        );
+        let key = "stubhub:SH-1";
+        let (change, _) = cache.observe_hashed(key, cache.hash(key), 80, 2);
+        assert_eq!(
+            (change.kind, change.previous_cents),
+            (ChangeKind::Drop, Some(100))
+        );
+        for i in 0..10_000 {
+            let k = format!("k{i}");
+            cache.observe_hashed(&k, cache.hash(&k), 500 + i, 1);
+        }
+        assert_eq!(cache.len(), 10_001, "the tables grew without losing a listing");
+        assert_eq!(cache.get("k9999").map(|s| s.last_price), Some(10_499));
+        assert_eq!(cache.get(key).map(|s| s.last_price), Some(80));
     }
 
     #[test]

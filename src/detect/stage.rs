@@ -34,7 +34,8 @@ impl Detector {
     /// Classify one record against its listing's last price, update the cache, maybe alert.
     pub fn process(&self, record: InRecord) -> (Processed, Option<Alert>) {
         let listing_key = record.event.listing_key();
-        self.process_keyed(record, listing_key)
+        let hash = self.cache.hash(&listing_key);
+        self.process_keyed(record, listing_key, hash)
     }
 
     /// [`Self::process`] for a run of records, in order. A lookup in a cache of a million
@@ -51,14 +52,21 @@ impl Detector {
             if let Some(&h) = hashes.get(i + PREFETCH_AHEAD) {
                 self.cache.prefetch(&layout, h);
             }
-            let (processed, alert) = self.process_keyed(record, key);
+            let (processed, alert) = self.process_keyed(record, key, hashes[i]);
             each(processed, alert);
         }
     }
 
-    fn process_keyed(&self, record: InRecord, listing_key: CompactString) -> (Processed, Option<Alert>) {
+    fn process_keyed(
+        &self,
+        record: InRecord,
+        listing_key: CompactString,
+        hash: u64,
+    ) -> (Processed, Option<Alert>) {
         let seen_ms = record.event.timestamp.timestamp_millis();
-        let (change, state) = self.cache.observe(&listing_key, record.event.price, seen_ms);
+        let (change, state) = self
+            .cache
+            .observe_hashed(&listing_key, hash, record.event.price, seen_ms);
         let alert = self.rules.evaluate(&change).map(|alert_type| {
             let old = change.previous_cents.unwrap_or(record.event.price);
             let new = record.event.price;

@@ -36,6 +36,31 @@ const KEYS: [&str; 17] = [
     "delivery_method",
     "seller_notes",
 ];
+/// Each key with its closing quote as sixteen bytes to compare against (with the mask of the
+/// bytes that count, and how many they are): a key is recognised with one comparison.
+const KEY_PATTERNS: [(u128, u128, usize); 17] = {
+    let mut patterns = [(0, 0, 0); 17];
+    let mut k = 0;
+    while k < KEYS.len() {
+        let key = KEYS[k].as_bytes();
+        let (mut pattern, mut mask) = ([0u8; 16], [0u8; 16]);
+        let mut i = 0;
+        while i < key.len() {
+            pattern[i] = key[i];
+            mask[i] = 0xff;
+            i += 1;
+        }
+        pattern[i] = b'"';
+        mask[i] = 0xff;
+        patterns[k] = (
+            u128::from_le_bytes(pattern),
+            u128::from_le_bytes(mask),
+            key.len() + 1,
+        );
+        k += 1;
+    }
+    patterns
+};
 const EVENT_ID: usize = 0;
 const EVENT_NAME: usize = 1;
 const VENUE: usize = 2;
@@ -191,11 +216,12 @@ impl<'a> Cursor<'a> {
     /// ConScope does not read). Producers write their keys in one order, so the key after
     /// `KEYS[next]` is checked first with one comparison, before any search for its end.
     fn key(&mut self, next: &mut usize) -> Option<Option<usize>> {
-        if let Some(expected) = KEYS.get(*next) {
-            let end = self.at + expected.len();
-            let b = self.bytes();
-            if b.get(self.at..end) == Some(expected.as_bytes()) && b.get(end) == Some(&b'"') {
-                self.at = end + 1;
+        if let (Some(&(pattern, mask, len)), Some(ahead)) =
+            (KEY_PATTERNS.get(*next), self.bytes().get(self.at..self.at + 16))
+        {
+            let ahead = u128::from_le_bytes(ahead.try_into().ok()?);
+            if ahead & mask == pattern {
+                self.at += len;
                 *next += 1;
                 return Some(Some(*next - 1));
             }
