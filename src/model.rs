@@ -190,11 +190,14 @@ pub mod opt_cents {
 }
 
 /// A processed_prices record: the event with its previous price and the change.
+///
+/// Publish serialises `ProcessedPrice<&PriceEvent>`, borrowing the committed event instead of
+/// copying it; consumers read the owned `ProcessedPrice`. The JSON is the same.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ProcessedPrice {
+pub struct ProcessedPrice<E = PriceEvent> {
     pub listing_key: String,
     #[serde(flatten)]
-    pub event: PriceEvent,
+    pub event: E,
     #[serde(with = "opt_cents")]
     pub previous_price: Option<i64>,
     /// New minus previous price, dollars (0 for a first sighting).
@@ -258,6 +261,39 @@ mod tests {
             alert_id("k", 0, 10, "default"),
             "7809f913dcd08ab93357d22dd8c3843c"
         );
+    }
+
+    #[test]
+    fn a_processed_price_borrowing_its_event_reads_back_as_the_owned_one() {
+        let e = event(Some("L1"));
+        let owned = ProcessedPrice {
+            listing_key: "mock:L1".to_string(),
+            event: e.clone(),
+            previous_price: Some(15_000),
+            change: -800,
+            change_pct: -5.333,
+            change_kind: ChangeKind::Drop,
+            source_partition: 2,
+            source_offset: 41,
+        };
+        let borrowed = ProcessedPrice {
+            listing_key: owned.listing_key.clone(),
+            event: &e,
+            previous_price: owned.previous_price,
+            change: owned.change,
+            change_pct: owned.change_pct,
+            change_kind: owned.change_kind,
+            source_partition: owned.source_partition,
+            source_offset: owned.source_offset,
+        };
+        let json = serde_json::to_string(&borrowed).expect("serializes");
+        assert_eq!(json, serde_json::to_string(&owned).expect("serializes"));
+        assert!(
+            json.contains(r#""price":142.0"#) && json.contains(r#""previous_price":150.0"#),
+            "{json}"
+        );
+        let back: ProcessedPrice = serde_json::from_str(&json).expect("reads back");
+        assert_eq!(back, owned);
     }
 
     #[test]

@@ -80,7 +80,7 @@ impl Detector {
                 alert_type: alert_type.to_string(),
                 rule: self.rules.rule_name.clone(),
                 listing_key: listing_key.to_string(),
-                event: record.event.clone(),
+                event: (*record.event).clone(),
                 old_price: old,
                 new_price: new,
                 drop_amount: old - new,

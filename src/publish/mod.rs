@@ -100,7 +100,7 @@ fn processed_records(batch: &CommittedBatch) -> Vec<Out> {
         .map(|p| {
             let out = ProcessedPrice {
                 listing_key: p.listing_key.to_string(),
-                event: p.record.event.clone(),
+                event: &*p.record.event,
                 previous_price: p.change.previous_cents,
                 change: p.change.change_cents,
                 change_pct: p.change.change_pct,

@@ -94,7 +94,7 @@ pub fn read(
                     partition,
                     offset: this,
                     kafka_ts: event.timestamp,
-                    event,
+                    event: Box::new(event),
                 };
                 let (processed, alert) = detector.process(record);
                 batch.records.push(processed);

@@ -59,7 +59,7 @@ async fn upsert_events(
     let mut latest: BTreeMap<&str, (&str, &str, Option<DateTime<Utc>>)> = BTreeMap::new();
     for e in records
         .iter()
-        .map(|p| &p.record.event)
+        .map(|p| &*p.record.event)
         .chain(alerts.iter().map(|a| &a.event))
     {
         latest.insert(&e.event_id, (&e.event_name, &e.venue, e.event_date));
