@@ -17,6 +17,27 @@ fn at(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
+/// The head of both window writes: the columns of a price_windows row.
+macro_rules! insert_window {
+    () => {
+        "INSERT INTO price_windows (event_id, source, width_seconds, window_start, window_end, observations,
+             distinct_listings, min_price, max_price, sum_price, mean_price, first_price, last_price,
+             drops, rises, first_at, last_at, instance, late_records) "
+    };
+}
+
+/// A window written again replaces its figures; each write says what becomes of `late_records`.
+macro_rules! on_window_conflict {
+    () => {
+        "ON CONFLICT (event_id, width_seconds, window_start, source, instance) DO UPDATE SET
+             observations = EXCLUDED.observations, distinct_listings = EXCLUDED.distinct_listings,
+             min_price = EXCLUDED.min_price, max_price = EXCLUDED.max_price, sum_price = EXCLUDED.sum_price,
+             mean_price = EXCLUDED.mean_price, first_price = EXCLUDED.first_price,
+             last_price = EXCLUDED.last_price, drops = EXCLUDED.drops, rises = EXCLUDED.rises,
+             first_at = EXCLUDED.first_at, last_at = EXCLUDED.last_at, "
+    };
+}
+
 /// Write closed windows (replacing a row of the same key, which only a replay could leave).
 pub async fn upsert(tx: &Transaction<'_>, instance: i32, rows: &[WindowRow]) -> Result<(), StoreError> {
     if rows.is_empty() {
@@ -24,18 +45,13 @@ pub async fn upsert(tx: &Transaction<'_>, instance: i32, rows: &[WindowRow]) -> 
     }
     let stmt = tx
         .prepare(
-            "INSERT INTO price_windows (event_id, source, width_seconds, window_start, window_end, observations,
-                 distinct_listings, min_price, max_price, sum_price, mean_price, first_price, last_price,
-                 drops, rises, first_at, last_at, instance, late_records)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, round($10::numeric / $6::int8, 4), $11, $12, $13, $14, $15,
-                     $16, $17, $18)
-             ON CONFLICT (event_id, width_seconds, window_start, source, instance) DO UPDATE SET
-                 observations = EXCLUDED.observations, distinct_listings = EXCLUDED.distinct_listings,
-                 min_price = EXCLUDED.min_price, max_price = EXCLUDED.max_price, sum_price = EXCLUDED.sum_price,
-                 mean_price = EXCLUDED.mean_price, first_price = EXCLUDED.first_price,
-                 last_price = EXCLUDED.last_price, drops = EXCLUDED.drops, rises = EXCLUDED.rises,
-                 first_at = EXCLUDED.first_at, last_at = EXCLUDED.last_at,
-                 late_records = EXCLUDED.late_records, updated_at = now()",
+            concat!(
+                insert_window!(),
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, round($10::numeric / $6::int8, 4), $11, $12, $13,
+                         $14, $15, $16, $17, $18) ",
+                on_window_conflict!(),
+                "late_records = EXCLUDED.late_records, updated_at = now()"
+            ),
         )
         .await
         .map_err(StoreError::query("prepare price_windows upsert"))?;
@@ -80,10 +96,9 @@ pub async fn recompute(
     for (k, late) in keys {
         let width = (k.width_ms / 1000) as i32;
         tx.execute(
-            "INSERT INTO price_windows (event_id, source, width_seconds, window_start, window_end, observations,
-                 distinct_listings, min_price, max_price, sum_price, mean_price, first_price, last_price,
-                 drops, rises, first_at, last_at, instance, late_records)
-             SELECT $1, $2, $3, $4, $5, count(*), count(DISTINCT listing_key), min(price), max(price), sum(price),
+            concat!(
+                insert_window!(),
+                "SELECT $1, $2, $3, $4, $5, count(*), count(DISTINCT listing_key), min(price), max(price), sum(price),
                     round(avg(price), 4),
                     (array_agg(price ORDER BY \"timestamp\", kafka_partition, kafka_offset))[1],
                     (array_agg(price ORDER BY \"timestamp\" DESC, kafka_partition DESC, kafka_offset DESC))[1],
@@ -92,14 +107,10 @@ pub async fn recompute(
                FROM price_history
               WHERE event_id = $1 AND source = $2 AND \"timestamp\" >= $4 AND \"timestamp\" < $5
                 AND kafka_partition = ANY($8)
-             HAVING count(*) > 0
-             ON CONFLICT (event_id, width_seconds, window_start, source, instance) DO UPDATE SET
-                 observations = EXCLUDED.observations, distinct_listings = EXCLUDED.distinct_listings,
-                 min_price = EXCLUDED.min_price, max_price = EXCLUDED.max_price, sum_price = EXCLUDED.sum_price,
-                 mean_price = EXCLUDED.mean_price, first_price = EXCLUDED.first_price,
-                 last_price = EXCLUDED.last_price, drops = EXCLUDED.drops, rises = EXCLUDED.rises,
-                 first_at = EXCLUDED.first_at, last_at = EXCLUDED.last_at,
-                 late_records = price_windows.late_records + EXCLUDED.late_records, updated_at = now()",
+             HAVING count(*) > 0 ",
+                on_window_conflict!(),
+                "late_records = price_windows.late_records + EXCLUDED.late_records, updated_at = now()"
+            ),
             &[
                 &k.event_id,
                 &k.source,
