@@ -61,7 +61,19 @@ ensure_chromium() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 }
 
+# Disk: a cold build, the broker's SQLite file and the Postgres cluster all grow during the run.
+disk_report() {
+  df -h "$ROOT" | sed 's/^/disk: /'
+  du -sh "$ROOT/target" "$ROOT/.local/broker" "$ROOT/.local/pg" 2>/dev/null | sed 's/^/disk: /' || true
+}
+
+# A one-off run (CI) has no use for incremental build caches, which double target/.
+if [[ ${CI:-} == true ]]; then
+  export CARGO_INCREMENTAL=0
+fi
+
 section "Tools"
+disk_report
 ensure_rust
 ensure_tansu
 ensure_postgres
@@ -87,6 +99,7 @@ rc=0
 cargo test --all-targets --locked "$@" || rc=$?
 
 section "Result"
+disk_report
 if [[ $rc -eq 0 ]]; then
   printf 'all tests passed\n'
 else
