@@ -118,7 +118,7 @@ fn record(event: conscope::model::PriceEvent, offset: i64) -> InRecord {
         partition: 0,
         offset,
         kafka_ts: DateTime::<Utc>::UNIX_EPOCH,
-        event: Box::new(event),
+        event: Arc::new(event),
     }
 }
 

@@ -4,6 +4,8 @@
 //! Prices are held as whole cents (`i64`) so that "unchanged" is exact and the noise floor is
 //! not at the mercy of float rounding; they are dollars with two decimals on the wire and in SQL.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
@@ -108,11 +110,12 @@ pub struct Change {
 pub struct Alert {
     /// Deterministic: [`alert_id`] of (listing key, partition, offset, rule).
     pub alert_id: String,
-    pub alert_type: String,
-    pub rule: String,
-    pub listing_key: String,
+    pub alert_type: CompactString,
+    pub rule: CompactString,
+    pub listing_key: CompactString,
+    /// Shared with the record that raised the alert.
     #[serde(flatten)]
-    pub event: PriceEvent,
+    pub event: Arc<PriceEvent>,
     #[serde(with = "cents")]
     pub old_price: i64,
     #[serde(with = "cents")]

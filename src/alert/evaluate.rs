@@ -278,10 +278,10 @@ pub fn watch_alert(w: &Watch, p: &ProcessedPrice, reference: i64) -> AlertMessag
     AlertMessage {
         alert: Alert {
             alert_id: alert_id(&p.listing_key, p.source_partition, p.source_offset, &rule),
-            alert_type: format!("watch_{}", w.trigger.as_str()),
-            rule,
-            listing_key: p.listing_key.clone(),
-            event: p.event.clone(),
+            alert_type: compact_str::format_compact!("watch_{}", w.trigger.as_str()),
+            rule: rule.into(),
+            listing_key: p.listing_key.as_str().into(),
+            event: std::sync::Arc::new(p.event.clone()),
             old_price: reference,
             new_price: p.event.price,
             drop_amount: drop,
@@ -349,10 +349,10 @@ async fn insert_alert(tx: &Transaction<'_>, m: &AlertMessage) -> Result<(), Stor
         &[
             &a.alert_id,
             &a.event.event_id.as_str(),
-            &a.alert_type,
-            &a.rule,
+            &a.alert_type.as_str(),
+            &a.rule.as_str(),
             &a.alert_timestamp,
-            &a.listing_key,
+            &a.listing_key.as_str(),
             &dollars(a.old_price),
             &dollars(a.new_price),
             &dollars(a.drop_amount),

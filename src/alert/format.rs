@@ -128,7 +128,7 @@ pub fn rule_text(m: &AlertMessage, detect: &DetectConfig) -> String {
     match &m.rule_description {
         Some(d) => d.clone(),
         None if m.alert.rule == detect.rule_name => default_rule_description(detect),
-        None => m.alert.rule.clone(),
+        None => m.alert.rule.to_string(),
     }
 }
 

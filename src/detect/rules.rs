@@ -5,6 +5,8 @@
 //! the noise filter: with the defaults a ±1 cent move never alerts, whatever its percent. A
 //! first sighting is the baseline and never alerts.
 
+use compact_str::CompactString;
+
 use crate::config::DetectConfig;
 use crate::model::{Change, ChangeKind, cents};
 
@@ -13,7 +15,8 @@ pub struct Rules {
     pub min_drop_percent: f64,
     pub min_change_cents: i64,
     pub alert_on_increase: bool,
-    pub rule_name: String,
+    /// Inline up to 24 bytes: every alert carries a copy.
+    pub rule_name: CompactString,
 }
 
 impl Rules {
@@ -23,7 +26,7 @@ impl Rules {
             // A zero floor would alert on any move; one cent is the smallest real change.
             min_change_cents: cents::from_dollars(cfg.min_change_abs).unwrap_or(0).max(1),
             alert_on_increase: cfg.alert_on_increase,
-            rule_name: cfg.rule_name.clone(),
+            rule_name: cfg.rule_name.as_str().into(),
         }
     }
 

@@ -356,13 +356,10 @@ fn fixed_iso(b: &[u8]) -> Option<DateTime<Utc>> {
     }
     let (year, month, day) = (num(&b[0..4])? as i32, num(&b[5..7])?, num(&b[8..10])?);
     let (h, m, sec) = (num(&b[11..13])?, num(&b[14..16])?, num(&b[17..19])?);
-    if !(1..=12).contains(&month)
-        || day == 0
-        || day > days_in_month(year, month)
-        || h > 23
-        || m > 59
-        || sec > 59
-    {
+    // From the calendar fields straight to chrono's own representation (which rejects a day
+    // the month does not have): no round trip through seconds since the epoch.
+    let date = NaiveDate::from_ymd_opt(year, month, day)?;
+    if h > 23 || m > 59 || sec > 59 {
         return None;
     }
     let mut rest = &b[19..];
@@ -383,28 +380,13 @@ fn fixed_iso(b: &[u8]) -> Option<DateTime<Utc>> {
         }
         _ => return None,
     };
-    let secs = days_from_civil(year, month, day) * 86_400 + i64::from(h * 3600 + m * 60 + sec) - offset_secs;
-    DateTime::from_timestamp(secs, nanos)
-}
-
-fn days_in_month(year: i32, month: u32) -> u32 {
-    match month {
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
+    let local = date.and_hms_nano_opt(h, m, sec, nanos)?;
+    if offset_secs == 0 {
+        return Some(local.and_utc());
     }
-}
-
-/// Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
-fn days_from_civil(year: i32, month: u32, day: u32) -> i64 {
-    let y = i64::from(year) - i64::from(month <= 2);
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    local
+        .checked_sub_signed(chrono::TimeDelta::seconds(offset_secs))
+        .map(|t| t.and_utc())
 }
 
 fn parse_date(s: &str) -> Option<DateTime<Utc>> {

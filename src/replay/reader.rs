@@ -11,6 +11,7 @@
 //! meaning between runs.
 
 use std::io::BufRead;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -94,7 +95,7 @@ pub fn read(
                     partition,
                     offset: this,
                     kafka_ts: event.timestamp,
-                    event: Box::new(event),
+                    event: Arc::new(event),
                 };
                 let (processed, alert) = detector.process(record);
                 batch.records.push(processed);

@@ -1,5 +1,6 @@
 //! What flows on each channel between the engine's stages.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -15,9 +16,10 @@ pub struct InRecord {
     pub offset: i64,
     /// The Kafka record timestamp (producer time), the start of the latency measurement.
     pub kafka_ts: DateTime<Utc>,
-    /// Boxed: a record passes through ingest, detect, persist and publish, and each hand-over
-    /// then moves a pointer instead of the event's ~330 bytes.
-    pub event: Box<PriceEvent>,
+    /// Behind a pointer: a record passes through ingest, detect, persist and publish, and each
+    /// hand-over then moves a pointer instead of the event's ~330 bytes. Shared: an alert the
+    /// record raises holds the same event instead of a copy.
+    pub event: Arc<PriceEvent>,
 }
 
 /// ingest → detect: the valid records of one fetch from one partition. Records that failed to

@@ -60,7 +60,7 @@ async fn upsert_events(
     for e in records
         .iter()
         .map(|p| &*p.record.event)
-        .chain(alerts.iter().map(|a| &a.event))
+        .chain(alerts.iter().map(|a| &*a.event))
     {
         latest.insert(&e.event_id, (&e.event_name, &e.venue, e.event_date));
     }

@@ -216,7 +216,7 @@ pub(crate) mod tests {
                 alert_type: "price_drop".into(),
                 rule: "default".into(),
                 listing_key: id.into(),
-                event,
+                event: std::sync::Arc::new(event),
                 old_price: 16_800,
                 new_price: 14_200,
                 drop_amount: 2_600,
@@ -272,8 +272,9 @@ pub(crate) mod tests {
     fn oversized_text_is_cut_to_discord_limits_not_dropped() {
         let huge = "Ω".repeat(50_000);
         let mut m = alert("a1", &huge, None);
-        m.alert.event.venue = huge.as_str().into();
-        m.alert.event.section = huge.as_str().into();
+        let event = std::sync::Arc::make_mut(&mut m.alert.event);
+        event.venue = huge.as_str().into();
+        event.section = huge.as_str().into();
         m.rule_description = Some(huge.clone());
         let e = embed(&m, &DetectConfig::default());
         assert!(e.text_len() <= MAX_TOTAL, "{}", e.text_len());

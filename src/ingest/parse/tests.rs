@@ -206,6 +206,29 @@ fn both_paths_agree_on_edge_cases() -> Result<(), TestCaseError> {
 }
 
 proptest! {
+    /// The fixed-position reader gives what chrono's general parser gives, for any date and
+    /// time (impossible days included), with or without fractions and offsets.
+    #[test]
+    fn the_fixed_position_timestamp_reader_agrees_with_chrono(
+        y in 1i32..=9999, mo in 1u32..=12, d in 1u32..=31, h in 0u32..=23, mi in 0u32..=59,
+        sec in 0u32..=59, frac in prop::option::of((1usize..=9, 0u32..1_000_000_000)),
+        offset in prop::option::of((any::<bool>(), 0u32..=23, 0u32..=59)),
+    ) {
+        let mut text = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{sec:02}");
+        if let Some((digits, n)) = frac {
+            text.push_str(&format!(".{:09}", n)[..=digits]);
+        }
+        let chrono_text = match offset {
+            None => format!("{text}Z"),
+            Some((plus, oh, om)) => {
+                text.push_str(&format!("{}{oh:02}:{om:02}", if plus { '+' } else { '-' }));
+                text.clone()
+            }
+        };
+        let expected = DateTime::parse_from_rfc3339(&chrono_text).ok().map(|t| t.with_timezone(&Utc));
+        prop_assert_eq!(parse_time(&text), expected, "{}", text);
+    }
+
     /// Any record a byte or two away from a valid one: the paths agree on what it means or
     /// what is wrong with it.
     #[test]
