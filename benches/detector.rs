@@ -178,19 +178,8 @@ fn detector(c: &mut Criterion) {
     // The parse ceiling: simd-json's tape over the same bytes, no field extraction, with the
     // buffers and the tape reused as the parser reuses them.
     group.bench_function("bare_parse_tape", |b| {
-        let mut buffers = simd_json::Buffers::new(1024);
-        let mut scratch = Vec::with_capacity(1024);
-        let mut tape = simd_json::Tape(Vec::new());
-        b.iter(|| {
-            for e in &d.events {
-                scratch.clear();
-                scratch.extend_from_slice(e);
-                let mut t = std::mem::replace(&mut tape, simd_json::Tape(Vec::new())).reset();
-                simd_json::fill_tape(&mut scratch, &mut buffers, &mut t).expect("valid");
-                black_box(t.0.len());
-                tape = t.reset();
-            }
-        })
+        let mut tape = TapeParser::default();
+        b.iter(|| tape.run(&d.events))
     });
 
     group.bench_function("parse_validate", |b| {
@@ -213,19 +202,7 @@ fn detector(c: &mut Criterion) {
         let mut parser = Parser::new();
         b.iter_batched(
             || restore_baseline(&d),
-            |()| {
-                let mut detected = Vec::with_capacity(d.events.len() / FETCH_RECORDS + 1);
-                let mut offset = 0i64;
-                for chunk in d.events.chunks(FETCH_RECORDS) {
-                    let mut records = Vec::with_capacity(chunk.len());
-                    for e in chunk {
-                        records.push(record(parser.parse(e).expect("valid"), offset));
-                        offset += 1;
-                    }
-                    detected.push(det.process_batch(batch(records, offset), &metrics));
-                }
-                detected
-            },
+            |()| parse_detect(&d.events, &mut parser, &det, &metrics),
             BatchSize::PerIteration,
         )
     });
@@ -261,6 +238,91 @@ fn detector(c: &mut Criterion) {
         )
     });
     group.finish();
+    paired_ratio(&d, if full_run() { 40 } else { 2 });
+}
+
+/// The ratio of parse + detect to the ceiling, timed in pairs. This machine's speed drifts by
+/// tens of percent from one minute to the next, and criterion times one benchmark after the
+/// other; so each pair times a tape pass and a parse + detect pass over the same events back to
+/// back (baseline restored between them, outside the timing), and the pairs' ratios are summed
+/// up by their median.
+fn paired_ratio(d: &Data, pairs: usize) {
+    let det = Detector::new(d.cache.clone(), rules());
+    let metrics = Metrics::default();
+    let mut parser = Parser::new();
+    let mut tape = TapeParser::default();
+    let mut ratios = Vec::with_capacity(pairs);
+    let mut rates = Vec::with_capacity(pairs);
+    for _ in 0..pairs {
+        let start = Instant::now();
+        tape.run(&d.events);
+        let ceiling = start.elapsed();
+        restore_baseline(d);
+        let start = Instant::now();
+        let detected = parse_detect(&d.events, &mut parser, &det, &metrics);
+        let both = start.elapsed();
+        drop(detected);
+        ratios.push(ceiling.as_secs_f64() / both.as_secs_f64());
+        rates.push(d.events.len() as f64 / both.as_secs_f64() / 1e6);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[0], v[v.len() - 1])
+    };
+    let (ratio, low, high) = median(&mut ratios);
+    let (rate, slow, fast) = median(&mut rates);
+    println!(
+        "paired: parse_detect at {ratio:.2}x the bare tape parse (median of {pairs} pairs; \
+         range {low:.2}-{high:.2}x), {rate:.2} M events/s (range {slow:.2}-{fast:.2})"
+    );
+}
+
+/// simd-json's tape over each record, with the buffers and the tape reused as the engine's
+/// parser reuses them, and no field access: the parse ceiling.
+#[derive(Default)]
+struct TapeParser {
+    buffers: Option<simd_json::Buffers>,
+    scratch: Vec<u8>,
+    tape: Option<simd_json::Tape<'static>>,
+}
+
+impl TapeParser {
+    fn run(&mut self, events: &[Vec<u8>]) {
+        let buffers = self.buffers.get_or_insert_with(|| simd_json::Buffers::new(1024));
+        let mut tape = self.tape.take().unwrap_or_else(|| simd_json::Tape(Vec::new()));
+        for e in events {
+            self.scratch.clear();
+            self.scratch.extend_from_slice(e);
+            let mut t = tape.reset();
+            simd_json::fill_tape(&mut self.scratch, buffers, &mut t).expect("valid");
+            black_box(t.0.len());
+            tape = t.reset();
+        }
+        self.tape = Some(tape);
+    }
+}
+
+/// Parse + detect as the engine's ingest and detect stages run: records parsed into ingest
+/// batches of [`FETCH_RECORDS`], each classified by the detect stage's own call. The detected
+/// batches are returned, for the caller to free outside the timing (persist frees them in the
+/// engine).
+fn parse_detect(
+    events: &[Vec<u8>],
+    parser: &mut Parser,
+    det: &Detector,
+    metrics: &Metrics,
+) -> Vec<conscope::runtime::messages::DetectedBatch> {
+    let mut detected = Vec::with_capacity(events.len() / FETCH_RECORDS + 1);
+    let mut offset = 0i64;
+    for chunk in events.chunks(FETCH_RECORDS) {
+        let mut records = Vec::with_capacity(chunk.len());
+        for e in chunk {
+            records.push(record(parser.parse(e).expect("valid"), offset));
+            offset += 1;
+        }
+        detected.push(det.process_batch(batch(records, offset), metrics));
+    }
+    detected
 }
 
 criterion_group!(benches, detector);
