@@ -42,7 +42,7 @@ impl Default for PipelineConfig {
             persist_channel_capacity: 4,
             publish_channel_capacity: 4,
             batch_max_records: 5_000,
-            flush_interval: Duration::from_millis(100),
+            flush_interval: Duration::from_millis(25),
             shutdown_timeout: Duration::from_secs(30),
             metrics_interval: Duration::from_secs(10),
             restart_budget: 5,

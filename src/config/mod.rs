@@ -452,7 +452,7 @@ mod tests {
     fn empty_file_gives_the_defaults() {
         let config = Config::from_toml_str("", "test", Vec::new()).expect("defaults are valid");
         assert_eq!(config.kafka.topics.raw_prices.partitions, 4);
-        assert_eq!(config.pipeline.flush_interval, Duration::from_millis(100));
+        assert_eq!(config.pipeline.flush_interval, Duration::from_millis(25));
     }
 
     #[test]

@@ -61,11 +61,11 @@ pub async fn run(
     let mut pending = Pending::default();
     let mut deadline: Option<Instant> = None;
     loop {
-        let flush_at = deadline.unwrap_or_else(|| Instant::now() + cfg.pipeline.flush_interval);
-        // The timer first: a batch that is due is written before more is gathered.
+        // The timer first: a batch that is due is written before more is gathered. (Disabled
+        // while nothing is pending; the expression is still evaluated, so it needs some instant.)
         let next = tokio::select! {
             biased;
-            () = tokio::time::sleep_until(flush_at), if deadline.is_some() => None,
+            () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => None,
             d = rx.recv() => match d {
                 Some(d) => Some(d),
                 None => break,
@@ -73,7 +73,8 @@ pub async fn run(
         };
         if let Some(d) = next {
             pending.add(d);
-            deadline.get_or_insert(flush_at);
+            // The batch's clock starts with its first record, not with the wait for it.
+            deadline.get_or_insert_with(|| Instant::now() + cfg.pipeline.flush_interval);
             if pending.batch.records.len() < max && pending.windows.is_empty() {
                 continue;
             }
