@@ -61,10 +61,21 @@ ensure_chromium() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 }
 
-# Disk: a cold build, the broker's SQLite file and the Postgres cluster all grow during the run.
+# Disk: a cold build, the broker's SQLite file and the Postgres cluster all grow during the run
+# (about 1.6 GB together from a fresh clone, plus Tansu's one-time build). A full disk shows up
+# as Postgres crashing mid-test, so say so up front.
+NEED_DISK_MB=3000
 disk_report() {
   df -h "$ROOT" | sed 's/^/disk: /'
   du -sh "$ROOT/target" "$ROOT/.local/broker" "$ROOT/.local/pg" 2>/dev/null | sed 's/^/disk: /' || true
+}
+disk_check() {
+  local free_mb
+  free_mb=$(df -Pm "$ROOT" | awk 'NR == 2 { print $4 }')
+  if [[ -n $free_mb && $free_mb -lt $NEED_DISK_MB ]]; then
+    printf 'warning: %s MB free on the disk of %s; a full run needs about %s MB\n' \
+      "$free_mb" "$ROOT" "$NEED_DISK_MB" >&2
+  fi
 }
 
 # A one-off run (CI) has no use for incremental build caches, which double target/.
@@ -74,6 +85,7 @@ fi
 
 section "Tools"
 disk_report
+disk_check
 ensure_rust
 ensure_tansu
 ensure_postgres
