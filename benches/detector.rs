@@ -113,12 +113,12 @@ fn rules() -> Rules {
     Rules::from_config(&DetectConfig::default())
 }
 
-fn record(event: conscope::model::PriceEvent, offset: i64) -> InRecord {
+fn record(event: Arc<conscope::model::PriceEvent>, offset: i64) -> InRecord {
     InRecord {
         partition: 0,
         offset,
         kafka_ts: DateTime::<Utc>::UNIX_EPOCH,
-        event: Arc::new(event),
+        event,
     }
 }
 

@@ -56,8 +56,11 @@ static TUNED: AtomicBool = AtomicBool::new(false);
 /// to those faults). Fixed thresholds keep up to [`KEEP_FREED`] of freed heap for reuse, and
 /// give blocks from [`MMAP_MIN`] up — the cache's tables among them — their own mapping,
 /// returned to the kernel the moment they are freed.
+#[inline]
 fn tune() {
-    if TUNED.swap(true, Relaxed) {
+    // A plain load on the hot path: a read-modify-write on every allocation would bounce the
+    // flag's cache line between cores.
+    if TUNED.load(Relaxed) || TUNED.swap(true, Relaxed) {
         return;
     }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

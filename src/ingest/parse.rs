@@ -16,6 +16,8 @@
 //!
 //! Everything else is a [`ParseError`] whose text is the DLQ `error` header.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use compact_str::{CompactString, ToCompactString};
 use simd_json::prelude::*;
@@ -76,8 +78,9 @@ impl Parser {
         Self::default()
     }
 
-    /// Parse and validate one record value.
-    pub fn parse(&mut self, value: &[u8]) -> Result<PriceEvent, ParseError> {
+    /// Parse and validate one record value. The event comes shared, as the engine's stages
+    /// pass it on: built straight into its allocation, not copied there afterwards.
+    pub fn parse(&mut self, value: &[u8]) -> Result<Arc<PriceEvent>, ParseError> {
         if value.iter().all(u8::is_ascii_whitespace) {
             return Err(ParseError::Empty);
         }
@@ -91,7 +94,7 @@ impl Parser {
     }
 
     /// The general path: simd-json's tape, for every record the flat pass leaves to it.
-    fn parse_tape(&mut self, value: &[u8]) -> Result<PriceEvent, ParseError> {
+    fn parse_tape(&mut self, value: &[u8]) -> Result<Arc<PriceEvent>, ParseError> {
         // simd-json parses in place: work on a copy so the original bytes stay intact for the DLQ.
         self.scratch.clear();
         self.scratch.extend_from_slice(value);
@@ -182,7 +185,7 @@ fn fields_from<'a>(root: Value<'_, 'a>) -> Result<Fields<'a>, ParseError> {
 }
 
 /// Validate the fields and build the event.
-fn finish(f: Fields<'_>, last_date: &mut Option<(String, DateTime<Utc>)>) -> Result<PriceEvent, ParseError> {
+fn finish(f: Fields<'_>, last_date: &mut Option<(String, DateTime<Utc>)>) -> Result<Arc<PriceEvent>, ParseError> {
     let price = f.price.ok_or(ParseError::Missing("price"))?;
     if price <= 0 {
         return Err(invalid("price", "must be greater than 0"));
@@ -216,12 +219,14 @@ fn finish(f: Fields<'_>, last_date: &mut Option<(String, DateTime<Utc>)>) -> Res
         },
         _ => None,
     };
-    Ok(PriceEvent {
-        event_id: required(f.event_id, "event_id")?,
-        event_name: required(f.event_name, "event_name")?,
-        venue: required(f.venue, "venue")?,
+    let (event_id, event_name) = (required(f.event_id, "event_id")?, required(f.event_name, "event_name")?);
+    let (venue, source) = (required(f.venue, "venue")?, required(f.source, "source")?);
+    Ok(Arc::new(PriceEvent {
+        event_id,
+        event_name,
+        venue,
         event_date,
-        source: required(f.source, "source")?,
+        source,
         section: f.section.unwrap_or_default(),
         row: f.row.unwrap_or_default(),
         seat: f.seat.unwrap_or_default(),
@@ -234,7 +239,7 @@ fn finish(f: Fields<'_>, last_date: &mut Option<(String, DateTime<Utc>)>) -> Res
         quantity: quantity as i32,
         delivery_method: f.delivery_method.map(CompactString::from),
         seller_notes: f.seller_notes.map(CompactString::from),
-    })
+    }))
 }
 
 fn required(v: Option<&str>, field: &'static str) -> Result<CompactString, ParseError> {

@@ -130,7 +130,7 @@ pub async fn run_partition(
                     partition,
                     offset: r.offset,
                     kafka_ts: r.record.timestamp,
-                    event: Arc::new(event),
+                    event,
                 }),
                 Err(e) => bad.push(DlqRecord {
                     key: r.record.key,

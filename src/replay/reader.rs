@@ -11,7 +11,6 @@
 //! meaning between runs.
 
 use std::io::BufRead;
-use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -95,7 +94,7 @@ pub fn read(
                     partition,
                     offset: this,
                     kafka_ts: event.timestamp,
-                    event: Arc::new(event),
+                    event,
                 };
                 let (processed, alert) = detector.process(record);
                 batch.records.push(processed);

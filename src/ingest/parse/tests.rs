@@ -4,7 +4,7 @@ use super::*;
 
 const FIRST_CONSCOPE: &str = r#"{"event_id": "taylor_swift_metlife_2025", "event_name": "Taylor Swift | The Eras Tour", "venue": "MetLife Stadium", "event_date": "2025-05-26T19:00:00", "source": "stubhub", "section": "112", "row": "F", "seat": "7", "price": 342.5, "fees": 51.38, "total_price": 393.88, "timestamp": "2026-11-21T10:00:00.123456", "listing_id": "SH-88123", "listing_url": "https://example.com/l/88123", "quantity": 2, "delivery_method": "mobile", "seller_notes": null}"#;
 
-fn parse(s: &[u8]) -> Result<PriceEvent, ParseError> {
+fn parse(s: &[u8]) -> Result<Arc<PriceEvent>, ParseError> {
     Parser::new().parse(s)
 }
 
@@ -265,7 +265,7 @@ proptest! {
         };
         let bytes = serde_json::to_vec(&event).expect("serializes");
         paths_agree(&bytes)?;
-        prop_assert_eq!(parse(&bytes).expect("parses"), event);
+        prop_assert_eq!(&*parse(&bytes).expect("parses"), &event);
     }
 
     #[test]
