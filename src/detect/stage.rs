@@ -35,13 +35,16 @@ impl Detector {
     pub fn process(&self, record: InRecord) -> (Processed, Option<Alert>) {
         let listing_key = record.event.listing_key();
         let hash = self.cache.hash(&listing_key);
-        self.process_keyed(record, listing_key, hash)
+        let mut alerts = Vec::new();
+        let processed = self.process_keyed(record, listing_key, hash, &mut alerts);
+        (processed, alerts.pop())
     }
 
-    /// [`Self::process`] for a run of records, in order. A lookup in a cache of a million
-    /// listings is a trip to main memory; prefetching the entries [`PREFETCH_AHEAD`] records
-    /// ahead lets those trips overlap instead of queueing one behind the other.
-    pub fn process_all(&self, records: Vec<InRecord>, mut each: impl FnMut(Processed, Option<Alert>)) {
+    /// [`Self::process`] for a run of records, in order, into `out` and `alerts`. A lookup in a
+    /// cache of a million listings is a trip to main memory; prefetching the entries
+    /// [`PREFETCH_AHEAD`] records ahead lets those trips overlap instead of queueing one behind
+    /// the other.
+    pub fn process_all(&self, records: Vec<InRecord>, out: &mut Vec<Processed>, alerts: &mut Vec<Alert>) {
         let keys: Vec<CompactString> = records.iter().map(|r| r.event.listing_key()).collect();
         let hashes: Vec<u64> = keys.iter().map(|k| self.cache.hash(k)).collect();
         let layout = self.cache.layout();
@@ -52,25 +55,26 @@ impl Detector {
             if let Some(&h) = hashes.get(i + PREFETCH_AHEAD) {
                 self.cache.prefetch(&layout, h);
             }
-            let (processed, alert) = self.process_keyed(record, key, hashes[i]);
-            each(processed, alert);
+            out.push(self.process_keyed(record, key, hashes[i], alerts));
         }
     }
 
+    /// Classify one record whose key and hash are known; an alert it raises goes to `alerts`.
     fn process_keyed(
         &self,
         record: InRecord,
         listing_key: CompactString,
         hash: u64,
-    ) -> (Processed, Option<Alert>) {
+        alerts: &mut Vec<Alert>,
+    ) -> Processed {
         let seen_ms = record.event.timestamp.timestamp_millis();
         let (change, state) = self
             .cache
             .observe_hashed(&listing_key, hash, record.event.price, seen_ms);
-        let alert = self.rules.evaluate(&change).map(|alert_type| {
+        if let Some(alert_type) = self.rules.evaluate(&change) {
             let old = change.previous_cents.unwrap_or(record.event.price);
             let new = record.event.price;
-            Alert {
+            alerts.push(Alert {
                 alert_id: alert_id(
                     &listing_key,
                     record.partition,
@@ -89,32 +93,30 @@ impl Detector {
                 alert_timestamp: record.event.timestamp,
                 source_partition: record.partition,
                 source_offset: record.offset,
-            }
-        });
-        let processed = Processed {
+            });
+        }
+        Processed {
             record,
             listing_key,
             change,
             state,
-        };
-        (processed, alert)
+        }
     }
 
     /// Process a whole ingest batch, counting what was found.
     pub fn process_batch(&self, batch: IngestBatch, metrics: &Metrics) -> DetectedBatch {
         let mut records = Vec::with_capacity(batch.records.len());
         let mut alerts = Vec::new();
+        self.process_all(batch.records, &mut records, &mut alerts);
         let (mut drops, mut rises, mut new) = (0, 0, 0);
-        self.process_all(batch.records, |processed, alert| {
-            match processed.change.kind {
+        for p in &records {
+            match p.change.kind {
                 ChangeKind::Drop => drops += 1,
                 ChangeKind::Increase => rises += 1,
                 ChangeKind::New => new += 1,
                 ChangeKind::Unchanged => {}
             }
-            records.push(processed);
-            alerts.extend(alert);
-        });
+        }
         let c = &metrics.counters;
         c.detect_records.fetch_add(records.len() as u64, Relaxed);
         c.detect_drops.fetch_add(drops, Relaxed);
