@@ -79,7 +79,7 @@ impl Parser {
     }
 
     /// Parse and validate one record value. The event comes shared, as the engine's stages
-    /// pass it on: built straight into its allocation, not copied there afterwards.
+    /// pass it on, so it is not returned by value and then copied into an allocation.
     pub fn parse(&mut self, value: &[u8]) -> Result<Arc<PriceEvent>, ParseError> {
         if value.iter().all(u8::is_ascii_whitespace) {
             return Err(ParseError::Empty);
