@@ -198,7 +198,7 @@ pub mod opt_cents {
 /// copying it; consumers read the owned `ProcessedPrice`. The JSON is the same.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessedPrice<E = PriceEvent> {
-    pub listing_key: String,
+    pub listing_key: CompactString,
     #[serde(flatten)]
     pub event: E,
     #[serde(with = "opt_cents")]
@@ -270,7 +270,7 @@ mod tests {
     fn a_processed_price_borrowing_its_event_reads_back_as_the_owned_one() {
         let e = event(Some("L1"));
         let owned = ProcessedPrice {
-            listing_key: "mock:L1".to_string(),
+            listing_key: "mock:L1".into(),
             event: e.clone(),
             previous_price: Some(15_000),
             change: -800,

@@ -244,7 +244,7 @@ impl Evaluator {
         let (Decision::Notify, Some(hit)) = (decision, hit) else {
             tracing::debug!(
                 watch = w.id,
-                listing = p.listing_key,
+                listing = %p.listing_key,
                 ?decision,
                 "watch evaluated"
             );
@@ -263,7 +263,7 @@ impl Evaluator {
         .map_err(StoreError::query("update watches.last_triggered"))?;
         tracing::debug!(
             watch = w.id,
-            listing = p.listing_key,
+            listing = %p.listing_key,
             alert = message.alert.alert_id,
             "watch fired"
         );
@@ -309,7 +309,7 @@ async fn baseline(tx: &Transaction<'_>, needs: Needs, p: &ProcessedPrice) -> Res
             .query_one(
                 "SELECT min(price) FROM price_history
                   WHERE listing_key = $1 AND NOT (kafka_partition = $2 AND kafka_offset >= $3)",
-                &[&p.listing_key, &sp, &so],
+                &[&p.listing_key.as_str(), &sp, &so],
             )
             .await
             .map_err(StoreError::query("read listing low"))?,
@@ -319,7 +319,7 @@ async fn baseline(tx: &Transaction<'_>, needs: Needs, p: &ProcessedPrice) -> Res
                 "SELECT min(price) FROM price_history
                   WHERE listing_key = $1 AND \"timestamp\" >= $4
                     AND NOT (kafka_partition = $2 AND kafka_offset >= $3)",
-                &[&p.listing_key, &sp, &so, &since],
+                &[&p.listing_key.as_str(), &sp, &so, &since],
             )
             .await
             .map_err(StoreError::query("read listing low since"))?

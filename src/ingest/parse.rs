@@ -185,7 +185,10 @@ fn fields_from<'a>(root: Value<'_, 'a>) -> Result<Fields<'a>, ParseError> {
 }
 
 /// Validate the fields and build the event.
-fn finish(f: Fields<'_>, last_date: &mut Option<(String, DateTime<Utc>)>) -> Result<Arc<PriceEvent>, ParseError> {
+fn finish(
+    f: Fields<'_>,
+    last_date: &mut Option<(String, DateTime<Utc>)>,
+) -> Result<Arc<PriceEvent>, ParseError> {
     let price = f.price.ok_or(ParseError::Missing("price"))?;
     if price <= 0 {
         return Err(invalid("price", "must be greater than 0"));
@@ -219,7 +222,10 @@ fn finish(f: Fields<'_>, last_date: &mut Option<(String, DateTime<Utc>)>) -> Res
         },
         _ => None,
     };
-    let (event_id, event_name) = (required(f.event_id, "event_id")?, required(f.event_name, "event_name")?);
+    let (event_id, event_name) = (
+        required(f.event_id, "event_id")?,
+        required(f.event_name, "event_name")?,
+    );
     let (venue, source) = (required(f.venue, "venue")?, required(f.source, "source")?);
     Ok(Arc::new(PriceEvent {
         event_id,

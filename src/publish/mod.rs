@@ -99,7 +99,7 @@ fn processed_records(batch: &CommittedBatch) -> Vec<Out> {
         .iter()
         .map(|p| {
             let out = ProcessedPrice {
-                listing_key: p.listing_key.to_string(),
+                listing_key: p.listing_key.clone(),
                 event: &*p.record.event,
                 previous_price: p.change.previous_cents,
                 change: p.change.change_cents,
@@ -251,7 +251,7 @@ async fn unpublished_processed(
             };
             let timestamp: DateTime<Utc> = r.get(12);
             let out = ProcessedPrice {
-                listing_key: r.get(0),
+                listing_key: r.get::<_, &str>(0).into(),
                 event: PriceEvent {
                     event_id: r.get::<_, &str>(1).into(),
                     event_name: r.get::<_, &str>(2).into(),
@@ -279,7 +279,7 @@ async fn unpublished_processed(
                 source_offset: r.get(18),
             };
             (
-                out.listing_key.clone(),
+                out.listing_key.to_string(),
                 serde_json::to_vec(&out).unwrap_or_default(),
                 timestamp,
             )

@@ -265,24 +265,13 @@ async fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
         killed_alerts.len()
     );
     // No foreign key checks this (sql/005): every batch writes its events in its own transaction.
-    assert_eq!(
-        db.count(
-            "SELECT count(*) FROM price_history h
-              WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = h.event_id)"
-        )
-        .await,
-        0,
-        "every history row's event is stored"
-    );
-    assert_eq!(
-        db.count(
-            "SELECT count(*) FROM listing_state l
-              WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = l.event_id)"
-        )
-        .await,
-        0,
-        "every listing's event is stored"
-    );
+    for table in ["price_history", "listing_state"] {
+        let orphans = format!(
+            "SELECT count(*) FROM {table} t
+              WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = t.event_id)"
+        );
+        assert_eq!(db.count(&orphans).await, 0, "every {table} row's event is stored");
+    }
 
     // The same feed, uninterrupted, into a fresh database.
     let clean = TestDb::migrated().await.expect("db");
