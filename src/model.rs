@@ -101,8 +101,6 @@ pub struct Change {
     pub change_cents: i64,
     /// Change as a percent of the previous price (negative for a drop).
     pub change_pct: f64,
-    /// Lowest price of this listing seen before this event.
-    pub lowest_before_cents: Option<i64>,
 }
 
 /// A detected price alert: the event, the change, and the rule that fired.

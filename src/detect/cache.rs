@@ -51,9 +51,8 @@ impl PriceCache {
         if let Some((_, state)) = table.get_mut(hash, |(k, _)| k.as_str() == key) {
             let state = state.get_mut();
             let previous = state.last_price;
-            let lowest_before = state.lowest_price;
             state.last_price = price;
-            state.lowest_price = lowest_before.min(price);
+            state.lowest_price = state.lowest_price.min(price);
             state.last_seen_ms = state.last_seen_ms.max(seen_ms);
             let change_cents = price - previous;
             let kind = match change_cents {
@@ -66,7 +65,6 @@ impl PriceCache {
                 previous_cents: Some(previous),
                 change_cents,
                 change_pct: change_cents as f64 * 100.0 / previous as f64,
-                lowest_before_cents: Some(lowest_before),
             };
             return (change, *state);
         }
@@ -84,7 +82,6 @@ impl PriceCache {
             previous_cents: None,
             change_cents: 0,
             change_pct: 0.0,
-            lowest_before_cents: None,
         };
         (change, state)
     }
@@ -180,7 +177,6 @@ mod tests {
         assert_eq!(state.lowest_price, 8_000);
         let (rise, state) = cache.observe("a", 9_000, 4);
         assert_eq!(rise.kind, ChangeKind::Increase);
-        assert_eq!(rise.lowest_before_cents, Some(8_000));
         assert_eq!(state.lowest_price, 8_000);
     }
 

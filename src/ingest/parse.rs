@@ -63,9 +63,20 @@ pub struct Parser {
     /// Empty between records (`reset` detaches it from the last record's bytes).
     tape: Option<Tape<'static>>,
     scratch: Vec<u8>,
-    /// The last `event_date` text and its value: a show's date repeats on every record.
-    last_date: Option<(String, DateTime<Utc>)>,
+    memo: Memo,
 }
+
+/// Texts that repeat from one record to the next, with what they were read as.
+#[derive(Default)]
+struct Memo {
+    /// The last `event_date` text and its value: a show's date repeats on every record.
+    event_date: Option<(String, DateTime<Utc>)>,
+    /// The last timestamp's day (`YYYY-MM-DD`) and its date: a feed's records share the day.
+    day: Day,
+}
+
+/// A `YYYY-MM-DD` text and the date it names, for [`fixed_iso`].
+type Day = Option<([u8; 10], NaiveDate)>;
 
 impl std::fmt::Debug for Parser {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -88,7 +99,7 @@ impl Parser {
             return Err(ParseError::TooLarge(value.len()));
         }
         if let Some(fields) = flat::scan(value) {
-            return finish(fields, &mut self.last_date);
+            return finish(fields, &mut self.memo);
         }
         self.parse_tape(value)
     }
@@ -101,7 +112,7 @@ impl Parser {
         let buffers = self.buffers.get_or_insert_with(|| Buffers::new(MAX_VALUE_BYTES));
         let mut tape = self.tape.take().map_or_else(|| Tape(Vec::new()), Tape::reset);
         let result = match simd_json::fill_tape(&mut self.scratch, buffers, &mut tape) {
-            Ok(()) => fields_from(tape.as_value()).and_then(|f| finish(f, &mut self.last_date)),
+            Ok(()) => fields_from(tape.as_value()).and_then(|f| finish(f, &mut self.memo)),
             Err(e) => Err(ParseError::Json(e.to_string())),
         };
         self.tape = Some(tape.reset());
@@ -185,10 +196,7 @@ fn fields_from<'a>(root: Value<'_, 'a>) -> Result<Fields<'a>, ParseError> {
 }
 
 /// Validate the fields and build the event.
-fn finish(
-    f: Fields<'_>,
-    last_date: &mut Option<(String, DateTime<Utc>)>,
-) -> Result<Arc<PriceEvent>, ParseError> {
+fn finish(f: Fields<'_>, memo: &mut Memo) -> Result<Arc<PriceEvent>, ParseError> {
     let price = f.price.ok_or(ParseError::Missing("price"))?;
     if price <= 0 {
         return Err(invalid("price", "must be greater than 0"));
@@ -207,16 +215,19 @@ fn finish(
     if !(1..=10_000).contains(&quantity) {
         return Err(invalid("quantity", "must be between 1 and 10000"));
     }
-    let timestamp = parse_time(f.timestamp.ok_or(ParseError::Missing("timestamp"))?)
-        .ok_or_else(|| invalid("timestamp", "is not an ISO-8601 date-time"))?;
+    let timestamp = parse_time_with(
+        f.timestamp.ok_or(ParseError::Missing("timestamp"))?,
+        &mut memo.day,
+    )
+    .ok_or_else(|| invalid("timestamp", "is not an ISO-8601 date-time"))?;
     let event_date = match f.event_date {
-        Some(s) if !s.is_empty() => match last_date {
+        Some(s) if !s.is_empty() => match &memo.event_date {
             Some((text, t)) if text == s => Some(*t),
             _ => {
                 let t = parse_time(s)
                     .or_else(|| parse_date(s))
                     .ok_or_else(|| invalid("event_date", "is not an ISO-8601 date or date-time"))?;
-                *last_date = Some((s.to_string(), t));
+                memo.event_date = Some((s.to_string(), t));
                 Some(t)
             }
         },
@@ -323,8 +334,13 @@ fn truncate(s: &str, max: usize) -> &str {
 
 /// ISO-8601 date-time: with an offset (`Z`, `+02:00`), or naive (taken as UTC).
 pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    parse_time_with(s, &mut None)
+}
+
+/// [`parse_time`], reusing the date of `day` when the text's day is the same.
+fn parse_time_with(s: &str, day: &mut Day) -> Option<DateTime<Utc>> {
     let s = s.trim();
-    if let Some(t) = fixed_iso(s.as_bytes()) {
+    if let Some(t) = fixed_iso(s.as_bytes(), day) {
         return Some(t);
     }
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
@@ -349,8 +365,9 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 
 /// The shape producers send almost always, `YYYY-MM-DDTHH:MM:SS[.f…][Z|±HH:MM]`, read by
 /// position (chrono's general parser costs more than the rest of a record's validation).
-/// Anything else returns `None` and takes the general path.
-fn fixed_iso(b: &[u8]) -> Option<DateTime<Utc>> {
+/// Anything else returns `None` and takes the general path. The day is read once per run of
+/// records on the same day: `day` keeps the last one read.
+fn fixed_iso(b: &[u8], day: &mut Day) -> Option<DateTime<Utc>> {
     fn num(b: &[u8]) -> Option<u32> {
         b.iter().try_fold(0u32, |n, c| {
             c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
@@ -365,11 +382,19 @@ fn fixed_iso(b: &[u8]) -> Option<DateTime<Utc>> {
     {
         return None;
     }
-    let (year, month, day) = (num(&b[0..4])? as i32, num(&b[5..7])?, num(&b[8..10])?);
+    let text: [u8; 10] = b[..10].try_into().ok()?;
+    let date = match day {
+        Some((last, date)) if *last == text => *date,
+        _ => {
+            let (y, mo, d) = (num(&b[0..4])? as i32, num(&b[5..7])?, num(&b[8..10])?);
+            // From the calendar fields straight to chrono's own representation (which rejects
+            // a day the month does not have): no round trip through seconds since the epoch.
+            let date = NaiveDate::from_ymd_opt(y, mo, d)?;
+            *day = Some((text, date));
+            date
+        }
+    };
     let (h, m, sec) = (num(&b[11..13])?, num(&b[14..16])?, num(&b[17..19])?);
-    // From the calendar fields straight to chrono's own representation (which rejects a day
-    // the month does not have): no round trip through seconds since the epoch.
-    let date = NaiveDate::from_ymd_opt(year, month, day)?;
     if h > 23 || m > 59 || sec > 59 {
         return None;
     }

@@ -43,6 +43,10 @@ pub struct Processed {
     pub state: ListingState,
 }
 
+// Detect writes one of these per record: at 128 bytes or less the compiler moves it with a few
+// vector stores instead of a call to memcpy.
+const _: () = assert!(std::mem::size_of::<Processed>() <= 128);
+
 /// detect → persist: detected records, the alerts they raised, the windows they closed, and how
 /// far their partition got (`None` for a batch of windows closed by the idle timer alone).
 #[derive(Debug)]

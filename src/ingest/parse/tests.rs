@@ -132,7 +132,7 @@ fn paths_agree(value: &[u8]) -> Result<(), TestCaseError> {
     let tape = Parser::new().parse_tape(value);
     if let Some(fields) = flat::scan(value) {
         prop_assert_eq!(
-            finish(fields, &mut None),
+            finish(fields, &mut Memo::default()),
             tape,
             "{}",
             String::from_utf8_lossy(value)
@@ -227,6 +227,20 @@ proptest! {
         };
         let expected = DateTime::parse_from_rfc3339(&chrono_text).ok().map(|t| t.with_timezone(&Utc));
         prop_assert_eq!(parse_time(&text), expected, "{}", text);
+    }
+
+    /// One parser reads record after record: the day it remembers from one timestamp never
+    /// changes what the next one means, whether its day is the same, another or no day at all.
+    #[test]
+    fn a_remembered_day_never_changes_the_next_timestamp(
+        times in proptest::collection::vec((0usize..5, 0u32..24, 0u32..60, 0u32..1_000), 1..40),
+    ) {
+        const DAYS: [&str; 5] = ["2026-11-20", "2026-11-21", "2026-02-30", "2027-02-29", "2028-02-29"];
+        let mut day = None;
+        for (d, h, m, ms) in times {
+            let text = format!("{}T{h:02}:{m:02}:07.{ms:03}", DAYS[d]);
+            prop_assert_eq!(parse_time_with(&text, &mut day), parse_time(&text), "{}", text);
+        }
     }
 
     /// Any record a byte or two away from a valid one: the paths agree on what it means or
