@@ -67,7 +67,7 @@ fn data(listings: u64, measured: usize) -> Data {
         let price = (rng.gen_range(40.0..900.0f64) * 100.0).round() / 100.0;
         baseline.push(price);
         let event = parser.parse(&event_json(l, price)).expect("valid");
-        detector.process(record(event, l as i64));
+        detector.process(record(event, l as i64), &mut Vec::new());
     }
     let mut events = Vec::with_capacity(measured);
     let mut touched = Vec::with_capacity(measured);
@@ -154,7 +154,7 @@ fn detector(c: &mut Criterion) {
     let mut parser = Parser::new();
     for l in 0..listings {
         let event = parser.parse(&event_json(l, 100.0)).expect("valid");
-        det.process(record(event, l as i64));
+        det.process(record(event, l as i64), &mut Vec::new());
     }
     let after = rss_kib();
     println!(

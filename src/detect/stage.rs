@@ -1,7 +1,8 @@
 //! The detect stage: ingest batches in, detected batches out.
 //!
-//! [`Detector::process`] is the pure hot path (one cache update, one rule check, no I/O), used
-//! by the stage task, `replay` and the benchmark alike.
+//! [`Detector::process_all`] is the pure hot path (per record one cache update, one rule check,
+//! no I/O), used by the stage task and the benchmark; `replay` classifies record by record with
+//! [`Detector::process`], the same classification without the batch's prefetching.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,13 +32,12 @@ impl Detector {
         Self { cache, rules }
     }
 
-    /// Classify one record against its listing's last price, update the cache, maybe alert.
-    pub fn process(&self, record: InRecord) -> (Processed, Option<Alert>) {
+    /// Classify one record against its listing's last price and update the cache; an alert it
+    /// raises goes to `alerts`.
+    pub fn process(&self, record: InRecord, alerts: &mut Vec<Alert>) -> Processed {
         let listing_key = record.event.listing_key();
         let hash = self.cache.hash(&listing_key);
-        let mut alerts = Vec::new();
-        let processed = self.process_keyed(record, listing_key, hash, &mut alerts);
-        (processed, alerts.pop())
+        self.process_keyed(record, listing_key, hash, alerts)
     }
 
     /// [`Self::process`] for a run of records, in order, into `out` and `alerts`. A lookup in a

@@ -96,9 +96,7 @@ pub fn read(
                     kafka_ts: event.timestamp,
                     event,
                 };
-                let (processed, alert) = detector.process(record);
-                batch.records.push(processed);
-                batch.alerts.extend(alert);
+                batch.records.push(detector.process(record, &mut batch.alerts));
             }
             Err(error) => {
                 summary.invalid += 1;
