@@ -13,19 +13,36 @@ use sha2::{Digest, Sha256};
 
 /// One observed price of one listing, as the first ConScope's producers wrote it.
 ///
-/// Text fields are `CompactString`s: up to 24 bytes (ids, sections, rows, seats, sources) they
-/// live inline, so parsing a record allocates only for its longer texts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The eleven texts live in one buffer and are read through accessors ([`Self::event_id`] …):
+/// a parsed record's buffer is a copy of the record itself and each text a span of it, so
+/// parsing copies a record once instead of building eleven strings. Sources and tests build an
+/// event from its [`PriceEventFields`]; the JSON (serde) is that of the fields.
+#[derive(Clone)]
 pub struct PriceEvent {
-    pub event_id: CompactString,
-    pub event_name: CompactString,
-    pub venue: CompactString,
+    pub(crate) texts: Texts,
     /// When the show happens; naive times are taken as UTC.
     pub event_date: Option<DateTime<Utc>>,
-    pub source: CompactString,
-    pub section: CompactString,
-    pub row: CompactString,
-    pub seat: CompactString,
+    pub price: i64,
+    pub fees: Option<i64>,
+    pub total_price: i64,
+    /// When the price was observed (event time).
+    pub timestamp: DateTime<Utc>,
+    pub quantity: i32,
+}
+
+/// The fields of a [`PriceEvent`], owned: what sources and tests build an event from, and the
+/// event's JSON shape.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PriceEventFields<S = CompactString> {
+    pub event_id: S,
+    pub event_name: S,
+    pub venue: S,
+    /// When the show happens; naive times are taken as UTC.
+    pub event_date: Option<DateTime<Utc>>,
+    pub source: S,
+    pub section: S,
+    pub row: S,
+    pub seat: S,
     #[serde(with = "cents")]
     pub price: i64,
     #[serde(with = "opt_cents")]
@@ -34,39 +51,287 @@ pub struct PriceEvent {
     pub total_price: i64,
     /// When the price was observed (event time).
     pub timestamp: DateTime<Utc>,
-    pub listing_id: Option<CompactString>,
-    pub listing_url: Option<CompactString>,
+    pub listing_id: Option<S>,
+    pub listing_url: Option<S>,
     pub quantity: i32,
-    pub delivery_method: Option<CompactString>,
-    pub seller_notes: Option<CompactString>,
+    pub delivery_method: Option<S>,
+    pub seller_notes: Option<S>,
+}
+
+/// Where each text of an event sits in [`Texts`]' buffer, by field.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Text {
+    EventId,
+    EventName,
+    Venue,
+    Source,
+    Section,
+    Row,
+    Seat,
+    ListingId,
+    ListingUrl,
+    DeliveryMethod,
+    SellerNotes,
+}
+
+const TEXTS: usize = 11;
+
+/// A text's place in the buffer; `start == u32::MAX` for an absent optional text.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
+const ABSENT: Span = Span {
+    start: u32::MAX,
+    len: 0,
+};
+
+/// An event's texts: one buffer, and each text's span of it.
+#[derive(Clone)]
+pub(crate) struct Texts {
+    buf: Box<str>,
+    spans: [Span; TEXTS],
+}
+
+impl Texts {
+    /// Texts read from `record`: each text that is a slice of `record` becomes a span of the
+    /// record's copy (no further copy), any other (an unescaped or converted text) is appended.
+    /// `texts` is indexed by [`Text`].
+    pub(crate) fn build(record: &str, texts: [Option<&str>; TEXTS]) -> Self {
+        let extra: usize = texts
+            .iter()
+            .flatten()
+            .filter(|t| offset_in(record, t).is_none())
+            .map(|t| t.len())
+            .sum();
+        let mut buf = String::with_capacity(record.len() + extra);
+        buf.push_str(record);
+        let mut spans = [ABSENT; TEXTS];
+        for (span, text) in spans.iter_mut().zip(texts) {
+            let Some(text) = text else { continue };
+            let start = offset_in(record, text).unwrap_or_else(|| {
+                buf.push_str(text);
+                buf.len() - text.len()
+            });
+            // Records are capped far below 4 GiB; a text beyond would read as empty.
+            *span = match (u32::try_from(start), u32::try_from(text.len())) {
+                (Ok(start), Ok(len)) if start != u32::MAX => Span { start, len },
+                _ => Span { start: 0, len: 0 },
+            };
+        }
+        Self {
+            buf: buf.into_boxed_str(),
+            spans,
+        }
+    }
+
+    fn get(&self, t: Text) -> Option<&str> {
+        let span = self.spans[t as usize];
+        if span.start == u32::MAX {
+            return None;
+        }
+        let start = span.start as usize;
+        // Spans are made at character boundaries of this buffer; `get` keeps any other value
+        // from panicking.
+        Some(self.buf.get(start..start + span.len as usize).unwrap_or_default())
+    }
+
+    fn req(&self, t: Text) -> &str {
+        self.get(t).unwrap_or_default()
+    }
+}
+
+/// Where `text` starts inside `record`, if it is a slice of it.
+fn offset_in(record: &str, text: &str) -> Option<usize> {
+    let start = (text.as_ptr() as usize).wrapping_sub(record.as_ptr() as usize);
+    (start <= record.len() && text.len() <= record.len() - start).then_some(start)
 }
 
 impl PriceEvent {
+    pub fn event_id(&self) -> &str {
+        self.texts.req(Text::EventId)
+    }
+
+    pub fn event_name(&self) -> &str {
+        self.texts.req(Text::EventName)
+    }
+
+    pub fn venue(&self) -> &str {
+        self.texts.req(Text::Venue)
+    }
+
+    pub fn source(&self) -> &str {
+        self.texts.req(Text::Source)
+    }
+
+    pub fn section(&self) -> &str {
+        self.texts.req(Text::Section)
+    }
+
+    pub fn row(&self) -> &str {
+        self.texts.req(Text::Row)
+    }
+
+    pub fn seat(&self) -> &str {
+        self.texts.req(Text::Seat)
+    }
+
+    /// The source's id of the listing, if the record had one (the parser drops an empty one).
+    pub fn listing_id(&self) -> Option<&str> {
+        self.texts.get(Text::ListingId)
+    }
+
+    pub fn listing_url(&self) -> Option<&str> {
+        self.texts.get(Text::ListingUrl)
+    }
+
+    pub fn delivery_method(&self) -> Option<&str> {
+        self.texts.get(Text::DeliveryMethod)
+    }
+
+    pub fn seller_notes(&self) -> Option<&str> {
+        self.texts.get(Text::SellerNotes)
+    }
+
+    /// The event's fields, borrowed: its JSON, and what it is compared and printed by.
+    pub fn fields(&self) -> PriceEventFields<&str> {
+        PriceEventFields {
+            event_id: self.event_id(),
+            event_name: self.event_name(),
+            venue: self.venue(),
+            event_date: self.event_date,
+            source: self.source(),
+            section: self.section(),
+            row: self.row(),
+            seat: self.seat(),
+            price: self.price,
+            fees: self.fees,
+            total_price: self.total_price,
+            timestamp: self.timestamp,
+            listing_id: self.listing_id(),
+            listing_url: self.listing_url(),
+            quantity: self.quantity,
+            delivery_method: self.delivery_method(),
+            seller_notes: self.seller_notes(),
+        }
+    }
+
+    /// The event's fields, owned (to change one and build a new event).
+    pub fn to_fields(&self) -> PriceEventFields {
+        let f = self.fields();
+        let own = |s: Option<&str>| s.map(CompactString::from);
+        PriceEventFields {
+            event_id: f.event_id.into(),
+            event_name: f.event_name.into(),
+            venue: f.venue.into(),
+            event_date: f.event_date,
+            source: f.source.into(),
+            section: f.section.into(),
+            row: f.row.into(),
+            seat: f.seat.into(),
+            price: f.price,
+            fees: f.fees,
+            total_price: f.total_price,
+            timestamp: f.timestamp,
+            listing_id: own(f.listing_id),
+            listing_url: own(f.listing_url),
+            quantity: f.quantity,
+            delivery_method: own(f.delivery_method),
+            seller_notes: own(f.seller_notes),
+        }
+    }
+
     /// The cache key of this listing.
     ///
     /// A non-empty `listing_id` is stable and source-specific, so the key is
     /// `{source}:{listing_id}`. Records without one (old producers) fall back to the first
     /// ConScope's key, `{event_id}_{source}_{section}_{row}_{seat}`.
     pub fn listing_key(&self) -> CompactString {
-        match self.listing_id.as_deref() {
+        match self.listing_id() {
             // Built by hand: this runs once per record on the hot path. Keys up to 24 bytes
             // (`stubhub:SH-12345678`) stay inline: no allocation.
             Some(id) if !id.is_empty() => {
-                let mut key = CompactString::with_capacity(self.source.len() + 1 + id.len());
-                key.push_str(&self.source);
+                let source = self.source();
+                let mut key = CompactString::with_capacity(source.len() + 1 + id.len());
+                key.push_str(source);
                 key.push(':');
                 key.push_str(id);
                 key
             }
             _ => compact_str::format_compact!(
                 "{}_{}_{}_{}_{}",
-                self.event_id,
-                self.source,
-                self.section,
-                self.row,
-                self.seat
+                self.event_id(),
+                self.source(),
+                self.section(),
+                self.row(),
+                self.seat()
             ),
         }
+    }
+}
+
+impl<S: AsRef<str>> From<&PriceEventFields<S>> for PriceEvent {
+    fn from(f: &PriceEventFields<S>) -> Self {
+        fn opt<S: AsRef<str>>(s: &Option<S>) -> Option<&str> {
+            s.as_ref().map(AsRef::as_ref)
+        }
+        let texts = Texts::build(
+            "",
+            [
+                Some(f.event_id.as_ref()),
+                Some(f.event_name.as_ref()),
+                Some(f.venue.as_ref()),
+                Some(f.source.as_ref()),
+                Some(f.section.as_ref()),
+                Some(f.row.as_ref()),
+                Some(f.seat.as_ref()),
+                opt(&f.listing_id),
+                opt(&f.listing_url),
+                opt(&f.delivery_method),
+                opt(&f.seller_notes),
+            ],
+        );
+        Self {
+            texts,
+            event_date: f.event_date,
+            price: f.price,
+            fees: f.fees,
+            total_price: f.total_price,
+            timestamp: f.timestamp,
+            quantity: f.quantity,
+        }
+    }
+}
+
+impl From<PriceEventFields> for PriceEvent {
+    fn from(f: PriceEventFields) -> Self {
+        Self::from(&f)
+    }
+}
+
+impl PartialEq for PriceEvent {
+    fn eq(&self, other: &Self) -> bool {
+        self.fields() == other.fields()
+    }
+}
+
+impl std::fmt::Debug for PriceEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.fields().fmt(f)
+    }
+}
+
+impl Serialize for PriceEvent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.fields().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for PriceEvent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        PriceEventFields::<CompactString>::deserialize(d).map(Self::from)
     }
 }
 
@@ -215,7 +480,7 @@ mod tests {
     use super::*;
 
     fn event(listing_id: Option<&str>) -> PriceEvent {
-        PriceEvent {
+        PriceEvent::from(PriceEventFields {
             event_id: "ts_metlife".into(),
             event_name: "Taylor Swift".into(),
             venue: "MetLife".into(),
@@ -233,7 +498,59 @@ mod tests {
             quantity: 1,
             delivery_method: None,
             seller_notes: None,
-        }
+        })
+    }
+
+    #[test]
+    fn texts_read_from_a_record_are_spans_of_its_copy_and_others_are_appended() {
+        let record = r#"{"event_id": "e1", "venue": "Arena"}"#;
+        let (id, venue) = (&record[14..16], &record[29..34]);
+        let converted = String::from("7");
+        let texts = Texts::build(
+            record,
+            [
+                Some(id),
+                Some(""),
+                Some(venue),
+                Some("stubhub"),
+                Some(id),
+                None,
+                Some(&converted),
+                None,
+                None,
+                None,
+                None,
+            ],
+        );
+        assert_eq!(texts.req(Text::EventId), "e1");
+        assert_eq!(texts.req(Text::Venue), "Arena");
+        assert_eq!(texts.req(Text::Section), "e1");
+        assert_eq!(texts.req(Text::Source), "stubhub");
+        assert_eq!(texts.req(Text::Seat), "7");
+        assert_eq!(texts.get(Text::EventName), Some(""));
+        assert_eq!(texts.get(Text::Row), None);
+        assert_eq!(texts.req(Text::Row), "");
+        assert_eq!(texts.get(Text::ListingId), None);
+        // The record once, then only what was not a slice of it.
+        assert_eq!(&*texts.buf, format!("{record}stubhub7"));
+    }
+
+    #[test]
+    fn an_event_reads_back_the_fields_it_was_built_from_and_keeps_their_json() {
+        let mut fields = event(Some("L1")).to_fields();
+        fields.listing_url = Some("https://tickets.example/ω".into());
+        fields.seller_notes = Some(String::new().into());
+        fields.fees = Some(1_275);
+        let event = PriceEvent::from(&fields);
+        assert_eq!(event.to_fields(), fields);
+        assert_eq!(event.listing_url(), Some("https://tickets.example/ω"));
+        assert_eq!(event.seller_notes(), Some(""));
+        assert_eq!(event.delivery_method(), None);
+        let json = serde_json::to_value(&event).expect("serialises");
+        assert_eq!(json, serde_json::to_value(&fields).expect("serialises"));
+        assert_eq!(json["fees"], 12.75);
+        let back: PriceEvent = serde_json::from_value(json).expect("deserialises");
+        assert_eq!(back, event);
     }
 
     #[test]

@@ -329,7 +329,7 @@ async fn baseline(tx: &Transaction<'_>, needs: Needs, p: &ProcessedPrice) -> Res
                 "SELECT min(price) FROM price_history
                   WHERE event_id = $1 AND \"timestamp\" <= $4
                     AND NOT (kafka_partition = $2 AND kafka_offset >= $3)",
-                &[&p.event.event_id.as_str(), &sp, &so, &p.event.timestamp],
+                &[&p.event.event_id(), &sp, &so, &p.event.timestamp],
             )
             .await
             .map_err(StoreError::query("read event low"))?,
@@ -348,7 +348,7 @@ async fn insert_alert(tx: &Transaction<'_>, m: &AlertMessage) -> Result<(), Stor
          ON CONFLICT (alert_id) DO NOTHING",
         &[
             &a.alert_id,
-            &a.event.event_id.as_str(),
+            &a.event.event_id(),
             &a.alert_type.as_str(),
             &a.rule.as_str(),
             &a.alert_timestamp,
@@ -357,12 +357,12 @@ async fn insert_alert(tx: &Transaction<'_>, m: &AlertMessage) -> Result<(), Stor
             &dollars(a.new_price),
             &dollars(a.drop_amount),
             &a.drop_percent,
-            &a.event.section.as_str(),
-            &a.event.row.as_str(),
-            &a.event.seat.as_str(),
-            &a.event.source.as_str(),
-            &a.event.listing_id.as_deref(),
-            &a.event.listing_url.as_deref(),
+            &a.event.section(),
+            &a.event.row(),
+            &a.event.seat(),
+            &a.event.source(),
+            &a.event.listing_id(),
+            &a.event.listing_url(),
             &a.source_partition,
             &a.source_offset,
             &payload,

@@ -64,7 +64,7 @@ fn signed_money(cents: i64) -> String {
 
 /// `Sec 112 · Row F · Seat 7 (SeatGeek)`, leaving out what is empty.
 pub fn seat_line(e: &PriceEvent) -> String {
-    let parts: Vec<String> = [("Sec", &e.section), ("Row", &e.row), ("Seat", &e.seat)]
+    let parts: Vec<String> = [("Sec", &e.section()), ("Row", &e.row()), ("Seat", &e.seat())]
         .iter()
         .filter(|(_, v)| !v.trim().is_empty())
         .map(|(label, v)| format!("{label} {}", v.trim()))
@@ -75,9 +75,9 @@ pub fn seat_line(e: &PriceEvent) -> String {
         parts.join(" · ")
     };
     if e.quantity > 1 {
-        format!("{seats} · {} tickets ({})", e.quantity, e.source)
+        format!("{seats} · {} tickets ({})", e.quantity, e.source())
     } else {
-        format!("{seats} ({})", e.source)
+        format!("{seats} ({})", e.source())
     }
 }
 
@@ -106,8 +106,8 @@ pub fn title(m: &AlertMessage) -> String {
     format!(
         "{}: {} — {}",
         headline(&m.alert.alert_type),
-        e.event_name,
-        e.venue
+        e.event_name(),
+        e.venue()
     )
 }
 

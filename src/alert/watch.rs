@@ -40,16 +40,16 @@ impl Watch {
     /// Does this watch look at `e` (its price included)?
     pub fn matches(&self, e: &PriceEvent) -> bool {
         let event_ok = match (&self.event_id, &self.event_name_pattern) {
-            (Some(id), _) => *id == e.event_id,
-            (None, Some(p)) => pattern_matches(p, &e.event_name),
+            (Some(id), _) => *id == e.event_id(),
+            (None, Some(p)) => pattern_matches(p, e.event_name()),
             (None, None) => false,
         };
         event_ok
             && self
                 .section
                 .as_deref()
-                .is_none_or(|s| s.trim().eq_ignore_ascii_case(e.section.trim()))
-            && self.max_row.as_deref().is_none_or(|m| row_at_most(&e.row, m))
+                .is_none_or(|s| s.trim().eq_ignore_ascii_case(e.section().trim()))
+            && self.max_row.as_deref().is_none_or(|m| row_at_most(e.row(), m))
             && self.max_price.is_none_or(|m| e.price <= m)
     }
 
@@ -145,7 +145,7 @@ impl WatchSet {
     /// Every watch that looks at `e`.
     pub fn matching<'a>(&'a self, e: &'a PriceEvent) -> impl Iterator<Item = &'a Watch> + 'a {
         self.by_event
-            .get(e.event_id.as_str())
+            .get(e.event_id())
             .into_iter()
             .flatten()
             .chain(self.by_pattern.iter())
@@ -301,9 +301,10 @@ pub async fn remove(client: &impl GenericClient, id: i64) -> Result<bool, StoreE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::PriceEventFields;
 
     fn event(name: &str, section: &str, row: &str, price: i64) -> PriceEvent {
-        PriceEvent {
+        PriceEvent::from(PriceEventFields {
             event_id: "e1".into(),
             event_name: name.into(),
             venue: "Arena".into(),
@@ -321,7 +322,7 @@ mod tests {
             quantity: 1,
             delivery_method: None,
             seller_notes: None,
-        }
+        })
     }
 
     fn watch() -> Watch {

@@ -150,8 +150,8 @@ pub fn window_batch(windows: &mut Windows, batch: &mut DetectedBatch, metrics: &
         let e = &p.record.event;
         let (keys, count) = windows.observe(
             Observation {
-                event_id: &e.event_id,
-                source: &e.source,
+                event_id: e.event_id(),
+                source: e.source(),
                 listing_key: &p.listing_key,
                 price: e.price,
                 ts_ms: e.timestamp.timestamp_millis(),

@@ -16,14 +16,14 @@
 //!
 //! Everything else is a [`ParseError`] whose text is the DLQ `error` header.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use compact_str::{CompactString, ToCompactString};
 use simd_json::prelude::*;
 use simd_json::{Buffers, Tape, tape::Value};
 
-use crate::model::{PriceEvent, cents};
+use crate::model::{PriceEvent, Texts, cents};
 
 /// Values larger than this are refused without parsing (a 5 MB blob must not stall a partition).
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
@@ -136,19 +136,22 @@ fn kind_of(v: &Value<'_, '_>) -> &'static str {
 
 #[derive(Default)]
 struct Fields<'a> {
+    /// The record the texts were read from, when they are slices of it (the flat pass): the
+    /// event's texts become spans of its copy. Empty on the tape path, whose texts are copies.
+    record: &'a str,
     event_id: Option<&'a str>,
     event_name: Option<&'a str>,
     venue: Option<&'a str>,
     event_date: Option<&'a str>,
     source: Option<&'a str>,
-    section: Option<CompactString>,
-    row: Option<CompactString>,
-    seat: Option<CompactString>,
+    section: Option<Cow<'a, str>>,
+    row: Option<Cow<'a, str>>,
+    seat: Option<Cow<'a, str>>,
     price: Option<i64>,
     fees: Option<i64>,
     total_price: Option<i64>,
     timestamp: Option<&'a str>,
-    listing_id: Option<CompactString>,
+    listing_id: Option<Cow<'a, str>>,
     listing_url: Option<&'a str>,
     quantity: Option<i64>,
     delivery_method: Option<&'a str>,
@@ -233,35 +236,33 @@ fn finish(f: Fields<'_>, memo: &mut Memo) -> Result<Arc<PriceEvent>, ParseError>
         },
         _ => None,
     };
-    let (event_id, event_name) = (
-        required(f.event_id, "event_id")?,
-        required(f.event_name, "event_name")?,
-    );
-    let (venue, source) = (required(f.venue, "venue")?, required(f.source, "source")?);
+    let texts = [
+        Some(required(f.event_id, "event_id")?),
+        Some(required(f.event_name, "event_name")?),
+        Some(required(f.venue, "venue")?),
+        Some(required(f.source, "source")?),
+        Some(f.section.as_deref().unwrap_or_default()),
+        Some(f.row.as_deref().unwrap_or_default()),
+        Some(f.seat.as_deref().unwrap_or_default()),
+        f.listing_id.as_deref().filter(|s| !s.is_empty()),
+        f.listing_url,
+        f.delivery_method,
+        f.seller_notes,
+    ];
     Ok(Arc::new(PriceEvent {
-        event_id,
-        event_name,
-        venue,
+        texts: Texts::build(f.record, texts),
         event_date,
-        source,
-        section: f.section.unwrap_or_default(),
-        row: f.row.unwrap_or_default(),
-        seat: f.seat.unwrap_or_default(),
         price,
         fees: f.fees,
         total_price,
         timestamp,
-        listing_id: f.listing_id.filter(|s| !s.is_empty()),
-        listing_url: f.listing_url.map(CompactString::from),
         quantity: quantity as i32,
-        delivery_method: f.delivery_method.map(CompactString::from),
-        seller_notes: f.seller_notes.map(CompactString::from),
     }))
 }
 
-fn required(v: Option<&str>, field: &'static str) -> Result<CompactString, ParseError> {
+fn required<'a>(v: Option<&'a str>, field: &'static str) -> Result<&'a str, ParseError> {
     match v {
-        Some(s) if !is_blank(s) => Ok(CompactString::from(s)),
+        Some(s) if !is_blank(s) => Ok(s),
         Some(_) => Err(invalid(field, "must not be empty")),
         None => Err(ParseError::Missing(field)),
     }
@@ -290,13 +291,13 @@ fn opt_str<'a>(v: &Value<'_, 'a>, field: &'static str) -> Result<Option<&'a str>
 }
 
 /// A string, or a number written as its decimal text (seat `7`), or null.
-fn loose_str(v: &Value<'_, '_>, field: &'static str) -> Result<Option<CompactString>, ParseError> {
+fn loose_str<'a>(v: &Value<'_, 'a>, field: &'static str) -> Result<Option<Cow<'a, str>>, ParseError> {
     if v.is_null() {
         Ok(None)
-    } else if let Some(s) = v.as_str() {
-        Ok(Some(CompactString::from(s)))
+    } else if let Some(s) = v.into_string() {
+        Ok(Some(Cow::Borrowed(s)))
     } else if let Some(i) = v.as_i64() {
-        Ok(Some(i.to_compact_string()))
+        Ok(Some(Cow::Owned(i.to_string())))
     } else {
         Err(invalid(field, format!("must be a string, found {}", kind_of(v))))
     }

@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::kafka::KafkaError;
 use crate::kafka::produce::TopicProducer;
 use crate::metrics::Metrics;
-use crate::model::{ChangeKind, PriceEvent, ProcessedPrice};
+use crate::model::{ChangeKind, PriceEvent, PriceEventFields, ProcessedPrice};
 use crate::runtime::messages::CommittedBatch;
 use crate::store::writer::{ENGINE_CONSUMER, cents_of};
 use crate::store::{self, StoreError, offsets};
@@ -252,7 +252,7 @@ async fn unpublished_processed(
             let timestamp: DateTime<Utc> = r.get(12);
             let out = ProcessedPrice {
                 listing_key: r.get::<_, &str>(0).into(),
-                event: PriceEvent {
+                event: PriceEvent::from(PriceEventFields {
                     event_id: r.get::<_, &str>(1).into(),
                     event_name: r.get::<_, &str>(2).into(),
                     venue: r.get::<_, &str>(3).into(),
@@ -270,7 +270,7 @@ async fn unpublished_processed(
                     quantity: r.get(15),
                     delivery_method: None,
                     seller_notes: None,
-                },
+                }),
                 previous_price: previous,
                 change,
                 change_pct: previous.map_or(0.0, |p| change as f64 * 100.0 / p as f64),

@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::config::SimulatedConfig;
-use crate::model::PriceEvent;
+use crate::model::{PriceEvent, PriceEventFields};
 
 /// What one observation did to its listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,7 +187,7 @@ impl Feed {
         let (event_id, name, venue, _) = SHOWS[l.show];
         let fees = l.price_cents * 15 / 100;
         let listing_id = format!("SIM{}-{}", self.seed, l.id);
-        PriceEvent {
+        PriceEvent::from(PriceEventFields {
             event_id: event_id.into(),
             event_name: name.into(),
             venue: venue.into(),
@@ -205,7 +205,7 @@ impl Feed {
             quantity: 1,
             delivery_method: Some("mobile".into()),
             seller_notes: None,
-        }
+        })
     }
 }
 
@@ -213,23 +213,23 @@ impl Feed {
 pub fn to_wire_json(event: &PriceEvent) -> Vec<u8> {
     let naive = |t: &DateTime<Utc>| t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f").to_string();
     let value = serde_json::json!({
-        "event_id": event.event_id,
-        "event_name": event.event_name,
-        "venue": event.venue,
+        "event_id": event.event_id(),
+        "event_name": event.event_name(),
+        "venue": event.venue(),
         "event_date": event.event_date.as_ref().map(naive),
-        "source": event.source,
-        "section": event.section,
-        "row": event.row,
-        "seat": event.seat,
+        "source": event.source(),
+        "section": event.section(),
+        "row": event.row(),
+        "seat": event.seat(),
         "price": event.price as f64 / 100.0,
         "fees": event.fees.map(|f| f as f64 / 100.0),
         "total_price": event.total_price as f64 / 100.0,
         "timestamp": naive(&event.timestamp),
-        "listing_id": event.listing_id,
-        "listing_url": event.listing_url,
+        "listing_id": event.listing_id(),
+        "listing_url": event.listing_url(),
         "quantity": event.quantity,
-        "delivery_method": event.delivery_method,
-        "seller_notes": event.seller_notes,
+        "delivery_method": event.delivery_method(),
+        "seller_notes": event.seller_notes(),
     });
     serde_json::to_vec(&value).unwrap_or_default()
 }

@@ -36,7 +36,7 @@ use super::http::{self, Answer, Attempt, PollError, lenient_price, price_cents};
 use super::poll::{Poll, Poller};
 use crate::config::SeatGeekConfig;
 use crate::ingest::parse::parse_time;
-use crate::model::PriceEvent;
+use crate::model::{PriceEvent, PriceEventFields};
 
 const API: &str = "seatgeek";
 /// Ids asked for in one `id=` filter, which keeps URLs short.
@@ -255,7 +255,7 @@ fn price_events(event: &Event, now: DateTime<Utc>) -> Vec<PriceEvent> {
         .zip(values)
         .filter_map(|(metric, dollars)| {
             let price = price_cents(dollars)?;
-            Some(PriceEvent {
+            Some(PriceEvent::from(PriceEventFields {
                 event_id: format!("seatgeek_{}", event.id).into(),
                 event_name: name.clone().into(),
                 venue: venue.to_string().into(),
@@ -275,7 +275,7 @@ fn price_events(event: &Event, now: DateTime<Utc>) -> Vec<PriceEvent> {
                 seller_notes: listing_count
                     .map(|n| format!("listing_count={n}"))
                     .map(Into::into),
-            })
+            }))
         })
         .collect()
 }
@@ -315,18 +315,15 @@ mod tests {
         let prices: Vec<_> = events.iter().map(|e| e.price).collect();
         assert_eq!(prices, [7_400, 14_200, 16_800, 125_000]);
         let lowest = &events[0];
-        assert_eq!(lowest.event_id, "seatgeek_6543210");
-        assert_eq!(lowest.event_name, "Phoebe Bridgers with Special Guests");
-        assert_eq!(lowest.venue, "Kia Forum");
+        assert_eq!(lowest.event_id(), "seatgeek_6543210");
+        assert_eq!(lowest.event_name(), "Phoebe Bridgers with Special Guests");
+        assert_eq!(lowest.venue(), "Kia Forum");
         assert_eq!(
             lowest.event_date.map(|d| d.to_rfc3339()),
             Some("2026-10-04T00:00:00+00:00".into())
         );
-        assert_eq!(
-            lowest.listing_url.as_deref(),
-            Some("https://seatgeek.com/e/6543210")
-        );
-        assert_eq!(lowest.seller_notes.as_deref(), Some("listing_count=412"));
+        assert_eq!(lowest.listing_url(), Some("https://seatgeek.com/e/6543210"));
+        assert_eq!(lowest.seller_notes(), Some("listing_count=412"));
         assert_eq!(lowest.timestamp, now);
         // A second poll of unchanged stats gives the same keys and prices.
         let again = price_events(&event(PHOEBE), Utc::now());
@@ -362,10 +359,10 @@ mod tests {
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].listing_key(), "seatgeek:9:lowest_price");
         assert_eq!(events[0].price, 5_550);
-        assert_eq!(events[0].event_name, "SeatGeek event 9");
-        assert_eq!(events[0].venue, "unknown venue");
+        assert_eq!(events[0].event_name(), "SeatGeek event 9");
+        assert_eq!(events[0].venue(), "unknown venue");
         assert_eq!(events[0].event_date, None);
-        assert_eq!(events[0].seller_notes, None);
+        assert_eq!(events[0].seller_notes(), None);
     }
 
     #[test]

@@ -36,7 +36,7 @@ use super::poll::{Poll, Poller};
 use super::quota::Quota;
 use crate::config::TicketmasterConfig;
 use crate::ingest::parse::parse_time;
-use crate::model::PriceEvent;
+use crate::model::{PriceEvent, PriceEventFields};
 
 const API: &str = "ticketmaster";
 /// The Discovery API serves no item past this index (`size * page < 1000`).
@@ -347,7 +347,7 @@ fn price_events(event: &Event, now: DateTime<Utc>) -> Vec<PriceEvent> {
                 continue;
             };
             let series = format!("{kind}_{bound}");
-            out.push(PriceEvent {
+            out.push(PriceEvent::from(PriceEventFields {
                 event_id: format!("ticketmaster_{}", event.id).into(),
                 event_name: name.clone().into(),
                 venue: venue.to_string().into(),
@@ -369,7 +369,7 @@ fn price_events(event: &Event, now: DateTime<Utc>) -> Vec<PriceEvent> {
                     .as_ref()
                     .map(|c| format!("currency={c}"))
                     .map(Into::into),
-            });
+            }));
         }
     }
     out
@@ -411,10 +411,10 @@ mod tests {
             ]
         );
         let first = &events[0];
-        assert_eq!(first.event_id, "ticketmaster_vvG1IZ9KBdZ7Yq");
-        assert_eq!(first.venue, "Kia Forum");
-        assert_eq!(first.section, "standard_min");
-        assert_eq!(first.seller_notes.as_deref(), Some("currency=USD"));
+        assert_eq!(first.event_id(), "ticketmaster_vvG1IZ9KBdZ7Yq");
+        assert_eq!(first.venue(), "Kia Forum");
+        assert_eq!(first.section(), "standard_min");
+        assert_eq!(first.seller_notes(), Some("currency=USD"));
         assert_eq!(
             first.event_date.map(|d| d.to_rfc3339()),
             Some("2026-10-04T03:00:00+00:00".into())
@@ -436,12 +436,12 @@ mod tests {
         let events = price_events(&e, Utc::now());
         assert_eq!(events.len(), 2);
         assert_eq!(events[0].listing_key(), "ticketmaster:X1:standard_min");
-        assert_eq!(events[0].event_name, "Ticketmaster event X1");
+        assert_eq!(events[0].event_name(), "Ticketmaster event X1");
         assert_eq!(
             events[0].event_date.map(|d| d.to_rfc3339()),
             Some("2027-01-02T00:00:00+00:00".into())
         );
-        assert_eq!(events[0].seller_notes, None);
+        assert_eq!(events[0].seller_notes(), None);
         assert!(price_events(&event(r#"{"id":"X2","priceRanges":[]}"#), Utc::now()).is_empty());
     }
 

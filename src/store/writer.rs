@@ -62,7 +62,7 @@ async fn upsert_events(
         .map(|p| &*p.record.event)
         .chain(alerts.iter().map(|a| &*a.event))
     {
-        latest.insert(&e.event_id, (&e.event_name, &e.venue, e.event_date));
+        latest.insert(e.event_id(), (e.event_name(), e.venue(), e.event_date));
     }
     if latest.is_empty() {
         return Ok(());
@@ -128,18 +128,18 @@ async fn copy_history(tx: &Transaction<'_>, records: &[Processed]) -> Result<(),
         let total = dollars(e.total_price);
         let previous = p.change.previous_cents.map(dollars);
         let row: [&(dyn ToSql + Sync); 17] = [
-            &e.event_id.as_str(),
+            &e.event_id(),
             &p.listing_key.as_str(),
-            &e.source.as_str(),
-            &e.section.as_str(),
-            &e.row.as_str(),
-            &e.seat.as_str(),
+            &e.source(),
+            &e.section(),
+            &e.row(),
+            &e.seat(),
             &price,
             &fees,
             &total,
             &e.timestamp,
-            &e.listing_id.as_deref(),
-            &e.listing_url.as_deref(),
+            &e.listing_id(),
+            &e.listing_url(),
             &e.quantity,
             &previous,
             &p.change.kind.as_str(),
@@ -185,8 +185,8 @@ async fn upsert_listing_state(tx: &Transaction<'_>, records: &[Processed]) -> Re
     let mut counts = Vec::with_capacity(last.len());
     for (key, (p, n, first)) in &last {
         keys.push(*key);
-        events.push(p.record.event.event_id.as_str());
-        sources.push(p.record.event.source.as_str());
+        events.push(p.record.event.event_id());
+        sources.push(p.record.event.source());
         prices.push(dollars(p.state.last_price));
         lows.push(dollars(p.state.lowest_price));
         firsts.push(*first);
@@ -222,7 +222,7 @@ async fn insert_alerts(tx: &Transaction<'_>, alerts: &[Alert]) -> Result<(), Sto
     let text = |f: fn(&Alert) -> &str| alerts.iter().map(f).collect::<Vec<&str>>();
     let money = |f: fn(&Alert) -> i64| alerts.iter().map(|a| dollars(f(a))).collect::<Vec<Decimal>>();
     let ids = text(|a| &a.alert_id);
-    let events = text(|a| &a.event.event_id);
+    let events = text(|a| a.event.event_id());
     let types = text(|a| &a.alert_type);
     let rules = text(|a| &a.rule);
     let times: Vec<DateTime<Utc>> = alerts.iter().map(|a| a.alert_timestamp).collect();
@@ -233,12 +233,12 @@ async fn insert_alerts(tx: &Transaction<'_>, alerts: &[Alert]) -> Result<(), Sto
         money(|a| a.drop_amount),
     );
     let percents: Vec<f64> = alerts.iter().map(|a| a.drop_percent).collect();
-    let sections = text(|a| &a.event.section);
-    let rows = text(|a| &a.event.row);
-    let seats = text(|a| &a.event.seat);
-    let sources = text(|a| &a.event.source);
-    let listing_ids: Vec<Option<&str>> = alerts.iter().map(|a| a.event.listing_id.as_deref()).collect();
-    let urls: Vec<Option<&str>> = alerts.iter().map(|a| a.event.listing_url.as_deref()).collect();
+    let sections = text(|a| a.event.section());
+    let rows = text(|a| a.event.row());
+    let seats = text(|a| a.event.seat());
+    let sources = text(|a| a.event.source());
+    let listing_ids: Vec<Option<&str>> = alerts.iter().map(|a| a.event.listing_id()).collect();
+    let urls: Vec<Option<&str>> = alerts.iter().map(|a| a.event.listing_url()).collect();
     let partitions: Vec<i32> = alerts.iter().map(|a| a.source_partition).collect();
     let offsets: Vec<i64> = alerts.iter().map(|a| a.source_offset).collect();
     let payloads: Vec<serde_json::Value> = alerts

@@ -130,7 +130,7 @@ pub fn embed(m: &AlertMessage, detect: &DetectConfig) -> Embed {
     );
     let mut embed = Embed {
         title: truncate(&format::title(m), MAX_TITLE),
-        url: format::link(e.listing_url.as_deref()).map(str::to_string),
+        url: format::link(e.listing_url()).map(str::to_string),
         description: truncate(&format::seat_line(e), MAX_DESCRIPTION),
         color,
         fields,
@@ -188,10 +188,10 @@ fn message(embeds: Vec<Embed>, alert_ids: Vec<String>) -> Outgoing {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::model::{Alert, PriceEvent};
+    use crate::model::{Alert, PriceEvent, PriceEventFields};
 
     pub(crate) fn alert(id: &str, name: &str, url: Option<&str>) -> AlertMessage {
-        let event = PriceEvent {
+        let event = PriceEvent::from(PriceEventFields {
             event_id: "e".into(),
             event_name: name.into(),
             venue: "Kia Forum".into(),
@@ -209,7 +209,7 @@ pub(crate) mod tests {
             quantity: 1,
             delivery_method: None,
             seller_notes: None,
-        };
+        });
         AlertMessage {
             alert: Alert {
                 alert_id: id.into(),
@@ -272,9 +272,10 @@ pub(crate) mod tests {
     fn oversized_text_is_cut_to_discord_limits_not_dropped() {
         let huge = "Ω".repeat(50_000);
         let mut m = alert("a1", &huge, None);
-        let event = std::sync::Arc::make_mut(&mut m.alert.event);
+        let mut event = m.alert.event.to_fields();
         event.venue = huge.as_str().into();
         event.section = huge.as_str().into();
+        m.alert.event = std::sync::Arc::new(event.into());
         m.rule_description = Some(huge.clone());
         let e = embed(&m, &DetectConfig::default());
         assert!(e.text_len() <= MAX_TOTAL, "{}", e.text_len());

@@ -344,7 +344,7 @@ pub fn test_message(description: &str) -> AlertMessage {
             alert_type: "test".into(),
             rule: "test".into(),
             listing_key: "test".into(),
-            event: std::sync::Arc::new(crate::model::PriceEvent {
+            event: std::sync::Arc::new(crate::model::PriceEvent::from(crate::model::PriceEventFields {
                 event_id: "test".into(),
                 event_name: "ConScope test message".into(),
                 venue: "your channel works".into(),
@@ -362,7 +362,7 @@ pub fn test_message(description: &str) -> AlertMessage {
                 quantity: 1,
                 delivery_method: None,
                 seller_notes: None,
-            }),
+            })),
             old_price: 0,
             new_price: 0,
             drop_amount: 0,

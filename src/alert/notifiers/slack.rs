@@ -39,7 +39,7 @@ fn blocks(m: &AlertMessage, detect: &DetectConfig) -> (Vec<Value>, String) {
     if let Some(d) = format::show_date(e.event_date) {
         lines.push(format!("Show: {d}"));
     }
-    if let Some(url) = format::link(e.listing_url.as_deref()) {
+    if let Some(url) = format::link(e.listing_url()) {
         lines.push(format!("<{}|View the listing>", url.replace('|', "%7C")));
     }
     let context = format!(

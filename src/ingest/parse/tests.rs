@@ -1,6 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::model::PriceEventFields;
 
 const FIRST_CONSCOPE: &str = r#"{"event_id": "taylor_swift_metlife_2025", "event_name": "Taylor Swift | The Eras Tour", "venue": "MetLife Stadium", "event_date": "2025-05-26T19:00:00", "source": "stubhub", "section": "112", "row": "F", "seat": "7", "price": 342.5, "fees": 51.38, "total_price": 393.88, "timestamp": "2026-11-21T10:00:00.123456", "listing_id": "SH-88123", "listing_url": "https://example.com/l/88123", "quantity": 2, "delivery_method": "mobile", "seller_notes": null}"#;
 
@@ -11,14 +12,14 @@ fn parse(s: &[u8]) -> Result<Arc<PriceEvent>, ParseError> {
 #[test]
 fn first_conscope_record_is_accepted_as_is() {
     let e = parse(FIRST_CONSCOPE.as_bytes()).expect("valid");
-    assert_eq!(e.event_id, "taylor_swift_metlife_2025");
+    assert_eq!(e.event_id(), "taylor_swift_metlife_2025");
     assert_eq!(e.price, 34_250);
     assert_eq!(e.fees, Some(5_138));
     assert_eq!(e.total_price, 39_388);
     assert_eq!(e.quantity, 2);
     assert_eq!(e.listing_key(), "stubhub:SH-88123");
     assert_eq!(e.timestamp.to_rfc3339(), "2026-11-21T10:00:00.123456+00:00");
-    assert_eq!(e.seller_notes, None);
+    assert_eq!(e.seller_notes(), None);
 }
 
 #[test]
@@ -30,7 +31,7 @@ fn unknown_fields_are_ignored_and_numeric_strings_accepted() {
     .expect("valid");
     assert_eq!(e.price, 9_999);
     assert_eq!(e.total_price, 9_999);
-    assert_eq!(e.seat, "12");
+    assert_eq!(e.seat(), "12");
     assert_eq!(e.timestamp.to_rfc3339(), "2026-11-21T08:00:00+00:00");
     assert_eq!(e.listing_key(), "e_mock___12");
 }
@@ -268,7 +269,7 @@ proptest! {
         price_cents in 1i64..10_000_000, fees in proptest::option::of(0i64..100_000),
         secs in 0i64..4_000_000_000, name in "\\PC{1,30}",
     ) {
-        let event = PriceEvent {
+        let event = PriceEvent::from(PriceEventFields {
             event_id: event_id.into(),
             event_name: if name.trim().is_empty() { "x".into() } else { name.into() },
             venue: "Venue".into(), event_date: None, source: "mock".into(), section: section.into(),
@@ -276,7 +277,7 @@ proptest! {
             price: price_cents, fees, total_price: price_cents + fees.unwrap_or(0),
             timestamp: DateTime::from_timestamp(secs, 0).expect("in range"),
             listing_id: None, listing_url: None, quantity: 1, delivery_method: None, seller_notes: None,
-        };
+        });
         let bytes = serde_json::to_vec(&event).expect("serializes");
         paths_agree(&bytes)?;
         prop_assert_eq!(&*parse(&bytes).expect("parses"), &event);

@@ -95,12 +95,12 @@ async fn seatgeek_pages_until_meta_total_and_skips_null_and_missing_stats() {
         ]
     );
     let e = &poll.events[0];
-    assert_eq!(e.source, "seatgeek");
-    assert_eq!(e.event_id, "seatgeek_1");
-    assert_eq!(e.event_name, "Show 1");
-    assert_eq!(e.venue, "Kia Forum");
-    assert_eq!(e.listing_url.as_deref(), Some("https://seatgeek.com/e/1"));
-    assert_eq!(e.seller_notes.as_deref(), Some("listing_count=412"));
+    assert_eq!(e.source(), "seatgeek");
+    assert_eq!(e.event_id(), "seatgeek_1");
+    assert_eq!(e.event_name(), "Show 1");
+    assert_eq!(e.venue(), "Kia Forum");
+    assert_eq!(e.listing_url(), Some("https://seatgeek.com/e/1"));
+    assert_eq!(e.seller_notes(), Some("listing_count=412"));
     assert_eq!(poll.skipped, 2, "null stats and missing stats are both counted");
     assert_eq!(poll.requests, 2);
 

@@ -100,10 +100,10 @@ async fn ticketmaster_pages_from_zero_and_skips_events_without_price_ranges() {
     );
     let e = &poll.events[0];
     assert_eq!(
-        (e.source.as_str(), e.event_id.as_str(), e.venue.as_str()),
+        (e.source(), e.event_id(), e.venue()),
         ("ticketmaster", "ticketmaster_A1", "Kia Forum")
     );
-    assert_eq!(poll.events[2].seller_notes.as_deref(), Some("currency=EUR"));
+    assert_eq!(poll.events[2].seller_notes(), Some("currency=EUR"));
     assert_eq!(poll.skipped, 1, "B2 has no priceRanges");
     let seen = api.seen();
     assert_eq!(seen.len(), 2);
