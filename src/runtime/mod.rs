@@ -128,11 +128,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
         async move { web::serve(c, p, m, ca, k, cancel).await.map_err(Into::into) }
     });
     if cfg.sources.simulated.enabled {
-        let (c, k, m) = (cfg.clone(), client.clone(), metrics.clone());
+        let (c, k, p, m) = (cfg.clone(), client.clone(), pool.clone(), metrics.clone());
         sup.spawn("source.simulated", move |cancel| {
-            let (c, k, m) = (c.clone(), k.clone(), m.clone());
+            let (c, k, p, m) = (c.clone(), k.clone(), p.clone(), m.clone());
             async move {
-                sources::simulated::run_source(c, k, m, cancel)
+                sources::simulated::run_source(c, k, p, m, cancel)
                     .await
                     .map_err(Into::into)
             }

@@ -6,6 +6,14 @@
 //! probabilities and a step of 2%..`max_step`. Now and then a listing sells out and a new one
 //! appears in its place. Everything is drawn from a ChaCha8 generator seeded by `seed`: the same
 //! seed gives the same listings, prices and moves.
+//!
+//! A restarted `conscope run` would start the walk again from the seed's first prices, which the
+//! engine (warm-started with the walked prices) would take for a burst of drops and rises; so the
+//! source [`Feed::resume`]s its listings at their stored prices first. (Prices it produced
+//! that were not yet committed when it stopped are not stored: after a kill, those few
+//! listings may show one change back.)
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use rand::{Rng, SeedableRng};
@@ -150,6 +158,31 @@ impl Feed {
         self.listings.len()
     }
 
+    /// The listing id prefix of this feed's listings (`SIM<seed>-`), followed by a number.
+    pub fn id_prefix(&self) -> String {
+        format!("SIM{}-", self.seed)
+    }
+
+    /// Continue from an earlier run of the same seed: each listing found in `stored` (last
+    /// price in cents by listing number, the number after [`Self::id_prefix`]) takes that price
+    /// and counts as seen, and listings that appear later are numbered after every stored one,
+    /// so a replacement never takes the id of an earlier run's listing. Returns how many
+    /// listings were resumed.
+    pub fn resume(&mut self, stored: &HashMap<u64, i64>) -> usize {
+        let mut resumed = 0;
+        for l in &mut self.listings {
+            if let Some(&price) = stored.get(&l.id) {
+                l.price_cents = price;
+                l.seen = true;
+                resumed += 1;
+            }
+        }
+        if let Some(&highest) = stored.keys().max() {
+            self.next_id = self.next_id.max(highest);
+        }
+        resumed
+    }
+
     /// The next observation, stamped `now`.
     pub fn next_event(&mut self, now: DateTime<Utc>) -> (PriceEvent, Move) {
         // Walk the listings in a shuffled-by-chance order: mostly sequential, sometimes a jump,
@@ -245,6 +278,64 @@ mod tests {
             listings: 500,
             ..SimulatedConfig::default()
         }
+    }
+
+    /// Last price and number of every listing a feed has shown, as listing_state keeps them.
+    fn last_prices(feed: &mut Feed, events: usize) -> HashMap<u64, i64> {
+        let prefix = feed.id_prefix();
+        let mut last = HashMap::new();
+        for _ in 0..events {
+            let (e, _) = feed.next_event(DateTime::UNIX_EPOCH);
+            let id = e
+                .listing_id()
+                .and_then(|id| id.strip_prefix(&prefix)?.parse().ok());
+            last.insert(id.expect("a feed listing id"), e.price);
+        }
+        last
+    }
+
+    #[test]
+    fn a_resumed_feed_continues_each_listing_from_its_stored_price() {
+        let config = cfg(5);
+        let mut first = Feed::new(&config);
+        let stored = last_prices(&mut first, 20_000);
+        let highest = stored.keys().max().copied().expect("listings");
+        assert!(highest > 500, "some listings sold out and were replaced");
+
+        let mut resumed = Feed::new(&config);
+        assert_eq!(resumed.resume(&stored), 500, "every first listing was stored");
+        let prefix = resumed.id_prefix();
+        let (mut first_looks, mut new) = (0, 0);
+        let mut looked = std::collections::HashSet::new();
+        for _ in 0..5_000 {
+            let (e, mv) = resumed.next_event(DateTime::UNIX_EPOCH);
+            let id: u64 = e
+                .listing_id()
+                .and_then(|id| id.strip_prefix(&prefix)?.parse().ok())
+                .expect("a feed listing id");
+            let first_look = looked.insert(id);
+            if id > highest {
+                // A listing of this run, numbered after every stored one.
+                assert_eq!(mv == Move::New, first_look, "listing {id}");
+                new += usize::from(first_look);
+                continue;
+            }
+            assert_ne!(mv, Move::New, "listing {id} was stored, so it counts as seen");
+            if !first_look {
+                continue;
+            }
+            // The first look since the resume moves from the stored price by at most one step.
+            first_looks += 1;
+            let ratio = e.price as f64 / stored[&id] as f64;
+            match mv {
+                Move::Same => assert_eq!(e.price, stored[&id], "listing {id}"),
+                Move::Drop => assert!((0.97 - config.max_step..0.99).contains(&ratio), "{ratio}"),
+                Move::Rise => assert!((1.01..1.03 + config.max_step).contains(&ratio), "{ratio}"),
+                Move::New => unreachable!(),
+            }
+        }
+        assert!(first_looks > 400, "{first_looks}");
+        assert!(new > 0, "listings sold out and new ones appeared");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! `sources.simulated.rate`) and the `conscope simulate` command (paced, or as fast as the
 //! broker takes it).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -14,6 +15,16 @@ use crate::config::{Config, SimulatedConfig};
 use crate::kafka::KafkaError;
 use crate::kafka::produce::TopicProducer;
 use crate::metrics::Metrics;
+use crate::store::{self, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// Counts of what a simulation produced.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -46,11 +57,23 @@ pub async fn produce(
     events: Option<u64>,
     rate: Option<f64>,
     cancel: &CancellationToken,
+    progress: impl FnMut(&Summary),
+) -> Result<Summary, KafkaError> {
+    produce_feed(client, cfg, Feed::new(sim), events, rate, cancel, progress).await
+}
+
+/// [`produce`] from a given feed (a resumed one, say).
+async fn produce_feed(
+    client: &Client,
+    cfg: &Config,
+    mut feed: Feed,
+    events: Option<u64>,
+    rate: Option<f64>,
+    cancel: &CancellationToken,
     mut progress: impl FnMut(&Summary),
 ) -> Result<Summary, KafkaError> {
     let topic = &cfg.kafka.topics.raw_prices;
     let producer = TopicProducer::connect(client, &topic.name, topic.partitions, &cfg.kafka).await?;
-    let mut feed = Feed::new(sim);
     let mut summary = Summary::default();
     let started = Instant::now();
     // Paced runs send small chunks often; unpaced runs send big chunks.
@@ -84,22 +107,54 @@ pub async fn produce(
     Ok(summary)
 }
 
-/// The source task inside `conscope run`.
+/// The last stored price (cents) of every listing whose listing id is `prefix` and a number,
+/// by that number: what an earlier run of the same seed left in listing_state.
+pub async fn stored_prices(
+    client: &tokio_postgres::Client,
+    prefix: &str,
+) -> Result<HashMap<u64, i64>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT listing_key, last_price FROM listing_state WHERE listing_key LIKE $1",
+            &[&format!("%:{prefix}%")],
+        )
+        .await
+        .map_err(StoreError::query("read the simulated listings' stored prices"))?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let key: &str = r.get(0);
+            let (_, id) = key.split_once(':')?;
+            let number = id.strip_prefix(prefix)?.parse().ok()?;
+            Some((number, store::writer::cents_of(r.get(1))))
+        })
+        .collect())
+}
+
+/// The source task inside `conscope run`: the feed resumes its listings at their stored prices
+/// (see [`Feed::resume`]), so a restart is not taken for a burst of price changes.
 pub async fn run_source(
     cfg: Arc<Config>,
     client: Arc<Client>,
+    pool: deadpool_postgres::Pool,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
-) -> Result<(), KafkaError> {
+) -> Result<(), SourceError> {
     let sim = &cfg.sources.simulated;
+    let mut feed = Feed::new(sim);
+    let db = store::client(&pool, &cfg.postgres).await?;
+    let stored = stored_prices(&db, &feed.id_prefix()).await?;
+    drop(db);
+    let resumed = feed.resume(&stored);
     tracing::info!(
         rate = sim.rate,
         listings = sim.listings,
         seed = sim.seed,
+        resumed,
         "simulated feed started"
     );
     let mut reported = 0;
-    let result = produce(&client, &cfg, sim, None, Some(sim.rate), &cancel, |s| {
+    let result = produce_feed(&client, &cfg, feed, None, Some(sim.rate), &cancel, |s| {
         metrics
             .counters
             .source_records
@@ -110,5 +165,5 @@ pub async fn run_source(
     if result.is_err() {
         metrics.counters.source_errors.fetch_add(1, Relaxed);
     }
-    result.map(|_| ())
+    result.map(|_| ()).map_err(Into::into)
 }

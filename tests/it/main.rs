@@ -8,5 +8,6 @@ mod bench;
 mod engine;
 mod foundation;
 mod pollers;
+mod simulated;
 mod web;
 mod windows;
