@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use compact_str::CompactString;
 use tokio::sync::mpsc;
 
-use super::windows::{Observation, WindowKey, Windows};
+use super::windows::{Observation, WindowKey, WindowRow, Windows};
 use super::{PriceCache, Rules};
 use crate::metrics::Metrics;
 use crate::model::{Alert, ChangeKind, alert_id};
@@ -138,15 +138,27 @@ impl Detector {
 /// How often the idle timer looks for windows to close when no records arrive.
 const WINDOW_TICK: Duration = Duration::from_secs(1);
 
-/// Feed a detected batch's records to the windows and attach what closed.
-pub fn window_batch(windows: &mut Windows, batch: &mut DetectedBatch, metrics: &Metrics) {
+/// What a run of records did to the windows.
+#[derive(Debug, Default)]
+pub struct WindowUpdate {
+    /// Windows the watermark has passed: to be written.
+    pub closed: Vec<WindowRow>,
+    /// Written windows the records were late for, with how many records each.
+    pub late: Vec<(WindowKey, i32)>,
+    /// Records that were late for at least one window.
+    pub late_records: u64,
+    pub watermark: Option<i64>,
+}
+
+/// Feed records to the windows and hand out what closed.
+pub fn feed_windows(windows: &mut Windows, records: &[Processed]) -> WindowUpdate {
     if !windows.enabled() {
-        return;
+        return WindowUpdate::default();
     }
     let now = Instant::now();
     let mut late: BTreeMap<WindowKey, i32> = BTreeMap::new();
-    let mut late_count = 0;
-    for p in &batch.records {
+    let mut late_records = 0;
+    for p in records {
         let e = &p.record.event;
         let (keys, count) = windows.observe(
             Observation {
@@ -161,17 +173,28 @@ pub fn window_batch(windows: &mut Windows, batch: &mut DetectedBatch, metrics: &
             },
             now,
         );
-        late_count += count;
+        late_records += count;
         for k in keys {
             *late.entry(k).or_default() += 1;
         }
     }
-    batch.windows = windows.advance(now);
-    batch.late_windows = late.into_iter().collect();
-    batch.watermark = windows.watermark();
+    WindowUpdate {
+        closed: windows.advance(now),
+        late: late.into_iter().collect(),
+        late_records,
+        watermark: windows.watermark(),
+    }
+}
+
+/// Feed a detected batch's records to the windows and attach what closed.
+pub fn window_batch(windows: &mut Windows, batch: &mut DetectedBatch, metrics: &Metrics) {
+    let update = feed_windows(windows, &batch.records);
     let c = &metrics.counters;
-    c.windows_late_records.fetch_add(late_count, Relaxed);
-    c.windows_closed.fetch_add(batch.windows.len() as u64, Relaxed);
+    c.windows_late_records.fetch_add(update.late_records, Relaxed);
+    c.windows_closed.fetch_add(update.closed.len() as u64, Relaxed);
+    batch.windows = update.closed;
+    batch.late_windows = update.late;
+    batch.watermark = update.watermark;
 }
 
 /// Run until every ingest sender is gone (shutdown) or persist has stopped. Open windows are

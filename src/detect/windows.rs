@@ -242,6 +242,16 @@ impl Windows {
         }
     }
 
+    /// Close every open window, as at the end of a finite input (a replayed file): the
+    /// watermark moves to the end of the last of them, so a record for one of them that comes
+    /// later is late for the written window instead of opening it again.
+    pub fn close_all(&mut self, now: Instant) -> Vec<WindowRow> {
+        if let Some(end) = self.open.keys().map(|k| k.start_ms + k.width_ms).max() {
+            self.watermark = self.watermark.max(end);
+        }
+        self.advance(now)
+    }
+
     /// Move the watermark and hand out every window it has passed, in key order.
     pub fn advance(&mut self, now: Instant) -> Vec<WindowRow> {
         self.move_watermark(now);
@@ -326,6 +336,27 @@ mod tests {
             (70, 100, 170, 100, 70)
         );
         assert_eq!(w.open_windows(), 2);
+    }
+
+    #[test]
+    fn closing_all_windows_writes_the_open_ones_and_makes_later_records_late() {
+        let now = Instant::now();
+        let mut w = Windows::new(&cfg(LatePolicy::Merge), None);
+        w.observe(obs("a", 100, 10_000, 0, 0), now);
+        w.observe(obs("b", 50, MIN + 5_000, 0, 1), now);
+        assert!(w.advance(now).is_empty(), "within the lateness, both stay open");
+        let rows = w.close_all(now);
+        let starts: Vec<i64> = rows.iter().map(|r| r.key.start_ms).collect();
+        assert_eq!(starts, [0, MIN]);
+        assert_eq!(w.open_windows(), 0);
+        assert_eq!(w.watermark(), Some(2 * MIN));
+        let (late, count) = w.observe(obs("c", 70, MIN + 6_000, 0, 2), now);
+        assert_eq!(
+            (late.len(), count),
+            (1, 1),
+            "the written window is merged, not reopened"
+        );
+        assert!(w.close_all(now).is_empty());
     }
 
     #[test]

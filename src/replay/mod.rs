@@ -3,9 +3,11 @@
 //!
 //! ```text
 //!  FILE or stdin ──► reader thread: parse · detect (price cache warm-started from listing_state)
+//!                                   · windows (open ones rebuilt from price_history)
 //!                        ▼ mpsc<ReplayBatch> (cap 2)
 //!                    writer: ONE transaction per batch: writer::write_batch (events · COPY
 //!                            price_history · listing_state · price_alerts) + the replay offset
+//!                            + the windows the batch closed and the file's watermark
 //!  then (unless --baseline-rows 0): bare COPYs of the same rows into a scratch table, without
 //!  and with price_history's foreign key
 //! ```
@@ -17,6 +19,12 @@
 //! line number in the same transaction as its rows, so a re-run of the same file resumes after
 //! the last committed line and never doubles rows; lines appended since are picked up. A renamed
 //! file counts as a new one. Nothing is produced to Kafka.
+//!
+//! **Windows.** A file keeps windows of its own, as an engine instance does: written with the
+//! file's partition as their `instance` (negative, never an engine's), with a watermark of their
+//! own in window_progress, and summed with the engine's by the web layer. At the end of the file
+//! every open window is written; a later run of the grown file merges records that fall into a
+//! written window (`windows.late_records`), as the engine does with late records.
 
 pub mod reader;
 
@@ -34,9 +42,10 @@ use crate::bench::report::print_json;
 use crate::bench::usage;
 use crate::config::Config;
 use crate::detect::stage::Detector;
+use crate::detect::windows::Windows;
 use crate::detect::{PriceCache, Rules};
 use crate::kafka::produce::partition_for;
-use crate::store::{self, StoreError, migrate, offsets, writer};
+use crate::store::{self, StoreError, migrate, offsets, windows, writer};
 use reader::ReplayBatch;
 
 /// The `topic` of replay offsets in `kafka_offsets`.
@@ -171,6 +180,15 @@ pub async fn run(cfg: &Config, args: &ReplayArgs) -> Result<ReplayFigures, Repla
         .map_or(0, |(next, _)| *next);
     let cache = Arc::new(PriceCache::new());
     let listings = offsets::load_cache(&client, &cache).await?;
+    let instance = source.partition;
+    let mut file_windows = Windows::new(&cfg.windows, None);
+    if file_windows.enabled() {
+        let watermark = windows::load_watermark(&client, instance).await?;
+        file_windows = Windows::new(&cfg.windows, watermark);
+        file_windows.register_partitions(&[instance], Instant::now());
+        let widest = cfg.windows.widths_ms().into_iter().max().unwrap_or(60_000);
+        windows::rebuild(&client, &mut file_windows, widest, &[instance]).await?;
+    }
     tracing::info!(
         file = source.name,
         consumer = source.consumer,
@@ -187,7 +205,15 @@ pub async fn run(cfg: &Config, args: &ReplayArgs) -> Result<ReplayFigures, Repla
     let started = Instant::now();
     let (partition, batch_records) = (source.partition, args.batch_records);
     let reading = tokio::task::spawn_blocking(move || {
-        reader::read(input, start, partition, &detector, batch_records, &tx)
+        reader::read(
+            input,
+            start,
+            partition,
+            &detector,
+            &mut file_windows,
+            batch_records,
+            &tx,
+        )
     });
 
     let (mut rows, mut alerts, mut batches, mut write_seconds) = (0u64, 0u64, 0u64, 0.0);
@@ -199,6 +225,14 @@ pub async fn run(cfg: &Config, args: &ReplayArgs) -> Result<ReplayFigures, Repla
             writer::write_batch(&tx, REPLAY_TOPIC, &batch.records, &batch.alerts, &BTreeMap::new()).await?;
             let next = BTreeMap::from([(0, batch.next_offset)]);
             writer::store_offsets(&tx, &source.consumer, REPLAY_TOPIC, &next).await?;
+            let w = &batch.windows;
+            windows::upsert(&tx, instance, &w.closed).await?;
+            if !w.late.is_empty() {
+                windows::recompute(&tx, instance, &[instance], &w.late).await?;
+            }
+            if let Some(wm) = w.watermark {
+                windows::store_watermark(&tx, instance, wm).await?;
+            }
             tx.commit().await.map_err(StoreError::query("commit"))?;
             write_seconds += began.elapsed().as_secs_f64();
             rows += batch.records.len() as u64;

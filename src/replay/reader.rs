@@ -4,18 +4,21 @@
 //! ```text
 //!  BufRead ──line n──► skip n < start (already stored) · skip blank · Parser ──► Detector
 //!                                   bad lines counted (first ones logged) │
+//!                                           windows (what each batch closed) │
 //!                                              ReplayBatch (≤ batch_records) ▼ mpsc (cap 2)
 //! ```
 //!
 //! Every line is an offset, blank and invalid ones included, so a line's number never changes
-//! meaning between runs.
+//! meaning between runs. At the end of the input every open window is closed: the file is all
+//! there is.
 
 use std::io::BufRead;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use crate::detect::stage::Detector;
+use crate::detect::stage::{Detector, WindowUpdate, feed_windows};
+use crate::detect::windows::Windows;
 use crate::ingest::parse::Parser;
 use crate::model::Alert;
 use crate::runtime::messages::{InRecord, Processed};
@@ -32,6 +35,8 @@ pub struct ReplayBatch {
     pub next_offset: i64,
     /// Bytes of input read so far (for the progress bar).
     pub bytes_read: u64,
+    /// The windows these records closed (at the end of the input: every open window).
+    pub windows: WindowUpdate,
 }
 
 /// What the reader saw.
@@ -52,6 +57,7 @@ pub fn read(
     start: i64,
     partition: i32,
     detector: &Detector,
+    windows: &mut Windows,
     batch_records: usize,
     tx: &mpsc::Sender<ReplayBatch>,
 ) -> std::io::Result<ReadSummary> {
@@ -63,6 +69,7 @@ pub fn read(
         alerts: Vec::new(),
         next_offset: start,
         bytes_read: 0,
+        windows: WindowUpdate::default(),
     };
     let mut bytes_read = 0u64;
     let mut offset: i64 = 0;
@@ -108,15 +115,17 @@ pub fn read(
         summary.parse_detect_seconds += began.elapsed().as_secs_f64();
         if batch.records.len() >= batch_records {
             batch.bytes_read = bytes_read;
-            let full = std::mem::replace(
+            let mut full = std::mem::replace(
                 &mut batch,
                 ReplayBatch {
                     records: Vec::with_capacity(batch_records),
                     alerts: Vec::new(),
                     next_offset: offset,
                     bytes_read,
+                    windows: WindowUpdate::default(),
                 },
             );
+            full.windows = feed_windows(windows, &full.records);
             sent = full.next_offset;
             if tx.blocking_send(full).is_err() {
                 return Ok(summary);
@@ -130,8 +139,14 @@ pub fn read(
             "more invalid lines skipped"
         );
     }
-    // The tail, also when it holds only skipped lines: their offsets must be stored too.
-    if !batch.records.is_empty() || offset > sent {
+    // The tail, also when it holds only skipped lines (their offsets must be stored too) or
+    // only the windows still open.
+    batch.windows = feed_windows(windows, &batch.records);
+    if windows.enabled() {
+        batch.windows.closed.extend(windows.close_all(Instant::now()));
+        batch.windows.watermark = windows.watermark();
+    }
+    if !batch.records.is_empty() || offset > sent || !batch.windows.closed.is_empty() {
         batch.bytes_read = bytes_read;
         let _ = tx.blocking_send(batch);
     }
@@ -143,7 +158,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::config::DetectConfig;
+    use crate::config::{DetectConfig, WindowsConfig};
     use crate::detect::{PriceCache, Rules};
 
     fn line(listing: &str, price: f64) -> String {
@@ -153,18 +168,54 @@ mod tests {
     }
 
     fn run(input: &str, start: i64, batch: usize) -> (ReadSummary, Vec<ReplayBatch>) {
+        let no_windows = WindowsConfig {
+            enabled: false,
+            ..WindowsConfig::default()
+        };
+        run_with(input, start, batch, &mut Windows::new(&no_windows, None))
+    }
+
+    fn run_with(
+        input: &str,
+        start: i64,
+        batch: usize,
+        windows: &mut Windows,
+    ) -> (ReadSummary, Vec<ReplayBatch>) {
         let detector = Detector::new(
             Arc::new(PriceCache::new()),
             Rules::from_config(&DetectConfig::default()),
         );
         let (tx, mut rx) = mpsc::channel(100);
-        let summary = read(input.as_bytes(), start, -7, &detector, batch, &tx).expect("read");
+        let summary = read(input.as_bytes(), start, -7, &detector, windows, batch, &tx).expect("read");
         drop(tx);
         let mut batches = Vec::new();
         while let Ok(b) = rx.try_recv() {
             batches.push(b);
         }
         (summary, batches)
+    }
+
+    #[test]
+    fn the_end_of_the_input_writes_every_open_window() {
+        let input = format!("{}\n{}\n{}\n", line("A", 100.0), line("B", 80.0), line("A", 90.0));
+        let mut windows = Windows::new(&WindowsConfig::default(), None);
+        let (_, batches) = run_with(&input, 0, 2, &mut windows);
+        assert_eq!(batches.len(), 2);
+        assert!(
+            batches[0].windows.closed.is_empty(),
+            "within the lateness, the first batch closes nothing"
+        );
+        let closed = &batches[1].windows.closed;
+        let widths: Vec<i64> = closed.iter().map(|w| w.key.width_ms).collect();
+        assert_eq!(widths, [60_000, 3_600_000], "one window per width");
+        for w in closed {
+            assert_eq!(
+                (w.observations, w.distinct_listings, w.min, w.max),
+                (3, 2, 8_000, 10_000)
+            );
+        }
+        assert_eq!(windows.open_windows(), 0);
+        assert!(batches[1].windows.watermark.is_some());
     }
 
     #[test]

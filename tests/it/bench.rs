@@ -131,6 +131,22 @@ fn scratch_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// Every window's figures but its late-record count, in key order.
+async fn windows_digest(db: &TestDb) -> Option<String> {
+    let c = db.connect().await.expect("connect");
+    c.query_one(
+        "SELECT string_agg(concat_ws(',', event_id, source, width_seconds, window_start, window_end,
+                           observations, distinct_listings, min_price, max_price, sum_price,
+                           first_price, last_price, drops, rises), ';'
+                           ORDER BY event_id, source, width_seconds, window_start)
+           FROM price_windows",
+        &[],
+    )
+    .await
+    .expect("windows digest")
+    .get(0)
+}
+
 async fn state_digest(db: &TestDb) -> (i64, i64, String) {
     let c = db.connect().await.expect("connect");
     let row = c
@@ -206,6 +222,47 @@ async fn replaying_a_file_twice_or_in_two_parts_stores_every_line_once() {
         "the warm-started cache carries prices across runs"
     );
     assert_eq!(state_digest(&db).await, state_digest(&other).await);
+
+    // Windows: every line counted once per width, each window agreeing with the rows it covers,
+    // and the same windows whether the file came in two parts (the second merged into windows
+    // the first had written) or at once.
+    for d in [&db, &other] {
+        let c = d.connect().await.expect("connect");
+        let per_width: Vec<(i32, i64)> = c
+            .query(
+                "SELECT width_seconds, sum(observations)::int8 FROM price_windows GROUP BY 1 ORDER BY 1",
+                &[],
+            )
+            .await
+            .expect("windows")
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert_eq!(per_width, [(60, 3_000), (3_600, 3_000)]);
+        let disagreeing = d
+            .count(
+                r#"SELECT count(*) FROM price_windows w
+                   CROSS JOIN LATERAL (
+                         SELECT count(*) AS n, min(h.price) AS lo, max(h.price) AS hi,
+                                count(DISTINCT h.listing_key)::int4 AS listings
+                           FROM price_history h
+                          WHERE h.event_id = w.event_id AND h.source = w.source
+                            AND h."timestamp" >= w.window_start AND h."timestamp" < w.window_end) x
+                  WHERE (w.observations, w.min_price, w.max_price, w.distinct_listings)
+                        IS DISTINCT FROM (x.n, x.lo, x.hi, x.listings)"#,
+            )
+            .await;
+        assert_eq!(disagreeing, 0, "each window holds exactly the rows of its span");
+    }
+    let (two_parts, at_once) = (windows_digest(&db).await, windows_digest(&other).await);
+    assert!(two_parts.is_some());
+    assert_eq!(two_parts, at_once);
+    assert!(
+        db.count("SELECT coalesce(sum(late_records), 0)::int8 FROM price_windows")
+            .await
+            > 0,
+        "the second part merged records into windows the first part had written"
+    );
 
     for p in [config, other_config] {
         let _ = std::fs::remove_file(p);
