@@ -17,6 +17,7 @@ use crate::kafka::produce::TopicProducer;
 use crate::metrics::Metrics;
 use crate::store::{self, StoreError};
 
+/// Why the simulated source task stopped: the broker, or Postgres when reading where to resume.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SourceError {
