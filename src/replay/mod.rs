@@ -42,7 +42,6 @@ use crate::bench::report::print_json;
 use crate::bench::usage;
 use crate::config::Config;
 use crate::detect::stage::Detector;
-use crate::detect::windows::Windows;
 use crate::detect::{PriceCache, Rules};
 use crate::kafka::produce::partition_for;
 use crate::store::{self, StoreError, migrate, offsets, windows, writer};
@@ -181,14 +180,7 @@ pub async fn run(cfg: &Config, args: &ReplayArgs) -> Result<ReplayFigures, Repla
     let cache = Arc::new(PriceCache::new());
     let listings = offsets::load_cache(&client, &cache).await?;
     let instance = source.partition;
-    let mut file_windows = Windows::new(&cfg.windows, None);
-    if file_windows.enabled() {
-        let watermark = windows::load_watermark(&client, instance).await?;
-        file_windows = Windows::new(&cfg.windows, watermark);
-        file_windows.register_partitions(&[instance], Instant::now());
-        let widest = cfg.windows.widths_ms().into_iter().max().unwrap_or(60_000);
-        windows::rebuild(&client, &mut file_windows, widest, &[instance]).await?;
-    }
+    let (mut file_windows, _) = windows::resume(&client, &cfg.windows, instance, &[instance]).await?;
     tracing::info!(
         file = source.name,
         consumer = source.consumer,

@@ -142,10 +142,8 @@ pub fn read(
     // The tail, also when it holds only skipped lines (their offsets must be stored too) or
     // only the windows still open.
     batch.windows = feed_windows(windows, &batch.records);
-    if windows.enabled() {
-        batch.windows.closed.extend(windows.close_all(Instant::now()));
-        batch.windows.watermark = windows.watermark();
-    }
+    batch.windows.closed.extend(windows.close_all(Instant::now()));
+    batch.windows.watermark = windows.watermark();
     if !batch.records.is_empty() || offset > sent || !batch.windows.closed.is_empty() {
         batch.bytes_read = bytes_read;
         let _ = tx.blocking_send(batch);

@@ -14,7 +14,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::detect::stage::{self as detect, Detector};
-use crate::detect::windows::Windows;
 use crate::detect::{PriceCache, Rules};
 use crate::ingest::IngestError;
 use crate::ingest::dlq::Dlq;
@@ -87,20 +86,19 @@ pub async fn run(ctx: EngineContext, cancel: CancellationToken) -> Result<(), En
         let client = store::client(&ctx.pool, &cfg.postgres)
             .await
             .map_err(EngineError::WarmStart)?;
-        let watermark = store::windows::load_watermark(&client, cfg.instance as i32)
-            .await
-            .map_err(EngineError::WarmStart)?;
-        let mut windows = Windows::new(&cfg.windows, watermark);
-        windows.register_partitions(&cfg.owned_partitions(), std::time::Instant::now());
+        let (windows, rows) = store::windows::resume(
+            &client,
+            &cfg.windows,
+            cfg.instance as i32,
+            &cfg.owned_partitions(),
+        )
+        .await
+        .map_err(EngineError::WarmStart)?;
         if windows.enabled() {
-            let widest = cfg.windows.widths_ms().into_iter().max().unwrap_or(60_000);
-            let rows = store::windows::rebuild(&client, &mut windows, widest, &cfg.owned_partitions())
-                .await
-                .map_err(EngineError::WarmStart)?;
             tracing::info!(
                 rows,
                 open = windows.open_windows(),
-                ?watermark,
+                watermark = ?windows.watermark(),
                 "warm start: open windows rebuilt"
             );
         }

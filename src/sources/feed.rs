@@ -219,7 +219,7 @@ impl Feed {
     fn event_of(&self, l: &Listing, now: DateTime<Utc>) -> PriceEvent {
         let (event_id, name, venue, _) = SHOWS[l.show];
         let fees = l.price_cents * 15 / 100;
-        let listing_id = format!("SIM{}-{}", self.seed, l.id);
+        let listing_id = format!("{}{}", self.id_prefix(), l.id);
         PriceEvent::from(PriceEventFields {
             event_id: event_id.into(),
             event_name: name.into(),

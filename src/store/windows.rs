@@ -10,6 +10,7 @@ use tokio_postgres::{Client, Transaction};
 
 use super::StoreError;
 use super::writer::{cents_of, dollars};
+use crate::config::WindowsConfig;
 use crate::detect::windows::{Observation, WindowKey, WindowRow, Windows};
 use crate::model::ChangeKind;
 
@@ -154,6 +155,26 @@ pub async fn load_watermark(client: &Client, instance: i32) -> Result<Option<i64
         .await
         .map_err(StoreError::query("load window watermark"))?;
     Ok(row.map(|r| r.get::<_, DateTime<Utc>>(0).timestamp_millis()))
+}
+
+/// An instance's windows as it left them (the engine's, or a replayed file's): its stored
+/// watermark, its partitions registered, and the windows still open rebuilt from the committed
+/// rows. Returns the windows and how many rows were read back.
+pub async fn resume(
+    client: &Client,
+    cfg: &WindowsConfig,
+    instance: i32,
+    partitions: &[i32],
+) -> Result<(Windows, u64), StoreError> {
+    let watermark = load_watermark(client, instance).await?;
+    let mut windows = Windows::new(cfg, watermark);
+    windows.register_partitions(partitions, std::time::Instant::now());
+    let mut rows = 0;
+    if windows.enabled() {
+        let widest = cfg.widths_ms().into_iter().max().unwrap_or(60_000);
+        rows = rebuild(client, &mut windows, widest, partitions).await?;
+    }
+    Ok((windows, rows))
 }
 
 /// Rebuild the open windows after a restart from the committed rows they cover.
