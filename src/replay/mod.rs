@@ -5,20 +5,34 @@
 //!  FILE or stdin ──► reader thread: parse · detect (price cache warm-started from listing_state)
 //!                                   · windows (open ones rebuilt from price_history)
 //!                        ▼ mpsc<ReplayBatch> (cap 2)
-//!                    writer: ONE transaction per batch: writer::write_batch (events · COPY
-//!                            price_history · listing_state · price_alerts) + the replay offset
-//!                            + the windows the batch closed and the file's watermark
+//!                    history writer: ONE transaction per batch: events · COPY price_history ·
+//!                            price_alerts · the windows the batch closed and the file's
+//!                            watermark · the history offset
+//!                        ▼ mpsc (cap 1), each batch once committed
+//!                    state writer (a second connection): folds --state-records records into
+//!                            ONE transaction: listing_state, each listing once · the state offset
 //!  then (unless --baseline-rows 0): bare COPYs of the same rows into a scratch table, without
 //!  and with price_history's foreign key
 //! ```
 //!
+//! **Two writers.** The engine writes a batch's listing state in the batch's own transaction.
+//! A replay has no broker to wait for, and one Postgres backend writing the history, the alerts
+//! and the listing state one after the other was its whole bound, so the listing state goes to
+//! a second backend and is written for many batches at once: a listing they touch many times
+//! is rewritten once.
+//!
 //! **The offset rule.** A file is a partition of its own: its name (the last path component;
-//! `stdin` for `-`) gives the consumer `replay:<name>`, stored in `kafka_offsets` under topic
-//! `replay`, partition 0, and its rows carry a synthetic negative `kafka_partition` derived from
-//! that consumer name, with the 0-based line number as `kafka_offset`. Each batch stores the next
-//! line number in the same transaction as its rows, so a re-run of the same file resumes after
-//! the last committed line and never doubles rows; lines appended since are picked up. A renamed
-//! file counts as a new one. Nothing is produced to Kafka.
+//! `stdin` for `-`) gives the consumer `replay:<name>`, stored in `kafka_offsets`, and its rows
+//! carry a synthetic negative `kafka_partition` derived from that consumer name, with the 0-based
+//! line number as `kafka_offset`. Each writer stores the next line number in the same
+//! transaction as its rows: the history writer under topic `replay`, the state writer under
+//! `replay_state` (partition 0). The state writer takes a batch only after the history writer
+//! has committed it, so its offset is never ahead. A re-run of the same file starts reading at
+//! the state offset: lines up to the history offset are detected again only to write the listing
+//! state they are missing (their history, alerts and windows are stored), so no row is doubled
+//! and no observation lost; lines appended since are picked up. A renamed file counts as a new
+//! one. Nothing is produced to Kafka. Until a stopped replay is run again, listing_state lacks
+//! at most its last `--state-records` records.
 //!
 //! **Windows.** A file keeps windows of its own, as an engine instance does: written with the
 //! file's partition as their `instance` (negative, never an engine's), with a watermark of their
@@ -44,11 +58,14 @@ use crate::config::Config;
 use crate::detect::stage::Detector;
 use crate::detect::{PriceCache, Rules};
 use crate::kafka::produce::partition_for;
+use crate::store::writer::ListingStates;
 use crate::store::{self, StoreError, migrate, offsets, windows, writer};
-use reader::ReplayBatch;
+use reader::{ReplayBatch, Resume};
 
-/// The `topic` of replay offsets in `kafka_offsets`.
+/// The `topic` of replay offsets in `kafka_offsets`: the history writer's.
 pub const REPLAY_TOPIC: &str = "replay";
+/// The `topic` of the state writer's replay offsets in `kafka_offsets`.
+pub const REPLAY_STATE_TOPIC: &str = "replay_state";
 /// Batches waiting for the writer: the reader stays at most this far ahead.
 const CHANNEL_CAPACITY: usize = 2;
 
@@ -67,9 +84,14 @@ pub enum ReplayError {
 pub struct ReplayArgs {
     /// JSON lines, one PriceEvent (the raw_prices wire format) per line; `-` reads stdin.
     pub file: PathBuf,
-    /// Records per Postgres transaction.
+    /// Records per Postgres transaction of the history writer.
     #[arg(long, default_value_t = 20_000)]
     pub batch_records: usize,
+    /// Records folded into each transaction of the listing_state writer: each listing's row is
+    /// written once per this many records, and listing_state lags the history by at most this
+    /// many during the replay.
+    #[arg(long, default_value_t = 320_000)]
+    pub state_records: usize,
     /// Rows of the bare-COPY comparison run afterwards (0 skips it; it holds them in memory).
     #[arg(long, default_value_t = 1_000_000)]
     pub baseline_rows: u64,
@@ -114,6 +136,9 @@ pub struct ReplayFigures {
     pub start_line: i64,
     pub lines: u64,
     pub already_stored: u64,
+    /// Lines whose history was stored but whose listing state was not, when the run before
+    /// stopped: read again only to write the state.
+    pub state_caught_up: u64,
     pub blank: u64,
     pub invalid: u64,
     pub rows_written: u64,
@@ -123,8 +148,12 @@ pub struct ReplayFigures {
     /// Rows written per second, from the first line read to the last commit.
     pub events_per_s: f64,
     pub parse_detect_seconds: f64,
-    /// Seconds inside the writer's transactions.
+    /// Seconds inside the history writer's transactions (events, price_history, windows).
     pub write_seconds: f64,
+    pub state_transactions: u64,
+    /// Seconds inside the state writer's transactions (listing_state), on a second connection
+    /// alongside the history writer.
+    pub state_write_seconds: f64,
     pub cpu_seconds: f64,
     pub peak_rss_mib: f64,
     /// Bare COPYs of the same rows: as the issue defines it, and with the foreign key.
@@ -168,15 +197,40 @@ pub async fn run(cfg: &Config, args: &ReplayArgs) -> Result<ReplayFigures, Repla
     if args.batch_records == 0 {
         return Err(ReplayError::Invalid("--batch-records must be at least 1".into()));
     }
+    if args.state_records == 0 {
+        return Err(ReplayError::Invalid("--state-records must be at least 1".into()));
+    }
     let load_before = usage::load_average();
     let source = source_of(&args.file);
-    let pool = store::pool(&cfg.postgres)?;
+    // Two writers, two connections, whatever the engine's pool size.
+    let mut pg = cfg.postgres.clone();
+    pg.pool_size = pg.pool_size.max(2);
+    let pool = store::pool(&pg)?;
     let mut client = store::client(&pool, &cfg.postgres).await?;
     migrate::apply(&mut client, migrate::MIGRATIONS).await?;
-    let start = offsets::load(&client, &source.consumer, REPLAY_TOPIC)
-        .await?
-        .get(&0)
-        .map_or(0, |(next, _)| *next);
+    let stored = |topic| {
+        let client = &client;
+        let consumer = &source.consumer;
+        async move {
+            let offsets = offsets::load(client, consumer, topic).await?;
+            Ok::<_, StoreError>(offsets.get(&0).map(|(next, _)| *next))
+        }
+    };
+    let history = stored(REPLAY_TOPIC).await?.unwrap_or(0);
+    let state = match stored(REPLAY_STATE_TOPIC).await? {
+        Some(state) => state,
+        None => {
+            // A new file, or one stored before the writers were split (when its state was
+            // written with its history): the state is as far as the history.
+            let tx = client.transaction().await.map_err(StoreError::query("begin"))?;
+            let at = BTreeMap::from([(0, history)]);
+            writer::store_offsets(&tx, &source.consumer, REPLAY_STATE_TOPIC, &at).await?;
+            tx.commit().await.map_err(StoreError::query("commit"))?;
+            history
+        }
+    };
+    let resume = Resume::new(history, state);
+    let start = resume.start;
     let cache = Arc::new(PriceCache::new());
     let listings = offsets::load_cache(&client, &cache).await?;
     let instance = source.partition;
@@ -185,6 +239,7 @@ pub async fn run(cfg: &Config, args: &ReplayArgs) -> Result<ReplayFigures, Repla
         file = source.name,
         consumer = source.consumer,
         start_line = start,
+        history_from = resume.history_from,
         listings,
         "replay started"
     );
@@ -199,7 +254,7 @@ pub async fn run(cfg: &Config, args: &ReplayArgs) -> Result<ReplayFigures, Repla
     let reading = tokio::task::spawn_blocking(move || {
         reader::read(
             input,
-            start,
+            resume,
             partition,
             &detector,
             &mut file_windows,
@@ -208,37 +263,56 @@ pub async fn run(cfg: &Config, args: &ReplayArgs) -> Result<ReplayFigures, Repla
         )
     });
 
+    // The state writer: a second connection, so listing_state is written on a second Postgres
+    // backend while the history writer copies the next batches.
+    let state_client = store::client(&pool, &cfg.postgres).await?;
+    let (to_state, from_history) = mpsc::channel::<ReplayBatch>(1);
+    let consumer = source.consumer.clone();
+    let state_writer = tokio::spawn(write_states(
+        state_client,
+        consumer,
+        args.state_records,
+        from_history,
+    ));
+
     let (mut rows, mut alerts, mut batches, mut write_seconds) = (0u64, 0u64, 0u64, 0.0);
-    let mut end = start;
+    let mut end = resume.history_from;
     let written: Result<(), StoreError> = async {
         while let Some(batch) = rx.recv().await {
-            let began = Instant::now();
-            let tx = client.transaction().await.map_err(StoreError::query("begin"))?;
-            writer::write_batch(&tx, REPLAY_TOPIC, &batch.records, &batch.alerts, &BTreeMap::new()).await?;
-            let next = BTreeMap::from([(0, batch.next_offset)]);
-            writer::store_offsets(&tx, &source.consumer, REPLAY_TOPIC, &next).await?;
-            let w = &batch.windows;
-            windows::upsert(&tx, instance, &w.closed).await?;
-            if !w.late.is_empty() {
-                windows::recompute(&tx, instance, &[instance], &w.late).await?;
+            if !batch.state_only {
+                let began = Instant::now();
+                let tx = client.transaction().await.map_err(StoreError::query("begin"))?;
+                writer::write_history(&tx, &batch.records, &batch.alerts).await?;
+                let next = BTreeMap::from([(0, batch.next_offset)]);
+                writer::store_offsets(&tx, &source.consumer, REPLAY_TOPIC, &next).await?;
+                let w = &batch.windows;
+                windows::upsert(&tx, instance, &w.closed).await?;
+                if !w.late.is_empty() {
+                    windows::recompute(&tx, instance, &[instance], &w.late).await?;
+                }
+                if let Some(wm) = w.watermark {
+                    windows::store_watermark(&tx, instance, wm).await?;
+                }
+                tx.commit().await.map_err(StoreError::query("commit"))?;
+                write_seconds += began.elapsed().as_secs_f64();
+                rows += batch.records.len() as u64;
+                alerts += batch.alerts.len() as u64;
+                batches += 1;
+                end = batch.next_offset;
             }
-            if let Some(wm) = w.watermark {
-                windows::store_watermark(&tx, instance, wm).await?;
-            }
-            tx.commit().await.map_err(StoreError::query("commit"))?;
-            write_seconds += began.elapsed().as_secs_f64();
-            rows += batch.records.len() as u64;
-            alerts += batch.alerts.len() as u64;
-            batches += 1;
-            end = batch.next_offset;
             bar.set_position(batch.bytes_read);
             bar.set_message(format!("{rows} rows · {alerts} alerts"));
+            if to_state.send(batch).await.is_err() {
+                // The state writer failed: its error is reported below.
+                break;
+            }
         }
         Ok(())
     }
     .await;
-    // On a write error the channel closes and the reader stops at its next send.
+    // On a write error the channels close and the reader stops at its next send.
     drop(rx);
+    drop(to_state);
     let summary = reading
         .await
         .map_err(|e| ReplayError::Invalid(format!("the reader thread failed: {e}")))?
@@ -246,13 +320,21 @@ pub async fn run(cfg: &Config, args: &ReplayArgs) -> Result<ReplayFigures, Repla
             what: format!("reading {}", args.file.display()),
             source,
         })?;
+    let state = state_writer
+        .await
+        .map_err(|e| ReplayError::Invalid(format!("the state writer failed: {e}")))?;
     written?;
+    let StateFigures {
+        transactions: state_transactions,
+        seconds: state_write_seconds,
+    } = state?;
     let seconds = started.elapsed().as_secs_f64();
     let after = usage::own();
     bar.finish_and_clear();
 
     let bare_copy = if rows > 0 && args.baseline_rows > 0 {
-        Some(copy::ceilings(&client, source.partition, start, end, args.baseline_rows).await?)
+        let from = resume.history_from;
+        Some(copy::ceilings(&client, source.partition, from, end, args.baseline_rows).await?)
     } else {
         None
     };
@@ -264,6 +346,7 @@ pub async fn run(cfg: &Config, args: &ReplayArgs) -> Result<ReplayFigures, Repla
         start_line: start,
         lines: summary.lines,
         already_stored: summary.already_stored,
+        state_caught_up: summary.state_caught_up,
         blank: summary.blank,
         invalid: summary.invalid,
         rows_written: rows,
@@ -273,6 +356,8 @@ pub async fn run(cfg: &Config, args: &ReplayArgs) -> Result<ReplayFigures, Repla
         events_per_s,
         parse_detect_seconds: summary.parse_detect_seconds,
         write_seconds,
+        state_transactions,
+        state_write_seconds,
         cpu_seconds: after.cpu_since(&before),
         peak_rss_mib: usage::mib(after.max_rss_kib),
         ratio_to_bare_copy: bare_copy
@@ -287,6 +372,84 @@ pub async fn run(cfg: &Config, args: &ReplayArgs) -> Result<ReplayFigures, Repla
     })
 }
 
+/// What the state writer did.
+struct StateFigures {
+    transactions: u64,
+    seconds: f64,
+}
+
+/// Listing states of batches the history writer has committed and the state writer not yet.
+#[derive(Default)]
+struct Backlog {
+    states: ListingStates,
+    /// The line after the last batch folded in.
+    next_offset: i64,
+    batches: usize,
+    records: usize,
+}
+
+impl Backlog {
+    fn add(&mut self, batch: ReplayBatch) {
+        self.states.add(&batch.records);
+        self.next_offset = batch.next_offset;
+        self.batches += 1;
+        self.records += batch.records.len();
+    }
+}
+
+/// The state writer, on a second connection: `listing_state` and its own offset in one
+/// transaction, for batches the history writer has committed. It folds `fold` records (the
+/// input's end may leave fewer) into each transaction, so a listing touched by many of them is written once; while one
+/// transaction runs, the batches that arrive are folded into the next.
+async fn write_states(
+    mut client: deadpool_postgres::Object,
+    consumer: String,
+    fold: usize,
+    mut batches: mpsc::Receiver<ReplayBatch>,
+) -> Result<StateFigures, StoreError> {
+    let mut figures = StateFigures {
+        transactions: 0,
+        seconds: 0.0,
+    };
+    let mut next = Backlog::default();
+    let mut open = true;
+    loop {
+        while open && next.records < fold {
+            match batches.recv().await {
+                Some(batch) => next.add(batch),
+                None => open = false,
+            }
+        }
+        if next.batches == 0 {
+            break;
+        }
+        let current = std::mem::take(&mut next);
+        let began = Instant::now();
+        {
+            let write = async {
+                let tx = client.transaction().await.map_err(StoreError::query("begin"))?;
+                writer::upsert_listing_states(&tx, &current.states).await?;
+                let offset = BTreeMap::from([(0, current.next_offset)]);
+                writer::store_offsets(&tx, &consumer, REPLAY_STATE_TOPIC, &offset).await?;
+                tx.commit().await.map_err(StoreError::query("commit"))
+            };
+            tokio::pin!(write);
+            loop {
+                tokio::select! {
+                    written = &mut write => break written?,
+                    batch = batches.recv(), if open && next.records < fold => match batch {
+                        Some(batch) => next.add(batch),
+                        None => open = false,
+                    },
+                }
+            }
+        }
+        figures.transactions += 1;
+        figures.seconds += began.elapsed().as_secs_f64();
+    }
+    Ok(figures)
+}
+
 /// Run `conscope replay` and print its figures.
 pub async fn command(cfg: Config, args: ReplayArgs) -> Result<(), ReplayError> {
     let f = run(&cfg, &args).await?;
@@ -297,16 +460,24 @@ pub async fn command(cfg: Config, args: ReplayArgs) -> Result<(), ReplayError> {
         "replayed {} ({}): {} lines from line {}, {} already stored, {} blank, {} invalid",
         f.file, f.consumer, f.lines, f.start_line, f.already_stored, f.blank, f.invalid
     );
+    if f.state_caught_up > 0 {
+        println!(
+            "                  {} lines read again to bring listing_state up to the stored history",
+            f.state_caught_up
+        );
+    }
     println!(
-        "into Postgres     {:>10.0} events/s   ({} rows, {} alerts, {} transactions in {:.1} s; \
-         parse+detect {:.1} s, writes {:.1} s)",
+        "into Postgres     {:>10.0} events/s   ({} rows, {} alerts, {} + {} transactions in {:.1} s; \
+         parse+detect {:.1} s, history writes {:.1} s, state writes {:.1} s)",
         f.events_per_s,
         f.rows_written,
         f.alerts,
         f.batches,
+        f.state_transactions,
         f.seconds,
         f.parse_detect_seconds,
-        f.write_seconds
+        f.write_seconds,
+        f.state_write_seconds
     );
     if let Some(c) = &f.bare_copy {
         println!(

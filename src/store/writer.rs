@@ -3,7 +3,7 @@
 //! In one transaction, in this order:
 //! 1. upsert `events` (only rows whose details changed are touched);
 //! 2. binary `COPY` of the `price_history` rows;
-//! 3. upsert `listing_state` with each listing's final state in the batch;
+//! 3. upsert `listing_state` with each listing's final state in the batch ([`ListingStates`]);
 //! 4. insert `price_alerts` `ON CONFLICT (alert_id) DO NOTHING`;
 //! 5. `kafka_offsets.next_offset = GREATEST(next_offset, $n)` per partition.
 //!
@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
+use compact_str::CompactString;
 use futures::pin_mut;
 use rust_decimal::Decimal;
 use tokio_postgres::Transaction;
@@ -43,12 +44,90 @@ pub async fn write_batch(
     alerts: &[Alert],
     offsets: &BTreeMap<i32, i64>,
 ) -> Result<(), StoreError> {
-    upsert_events(tx, records, alerts).await?;
-    copy_history(tx, records).await?;
-    upsert_listing_state(tx, records).await?;
-    insert_alerts(tx, alerts).await?;
+    write_history(tx, records, alerts).await?;
+    let mut states = ListingStates::default();
+    states.add(records);
+    upsert_listing_states(tx, &states).await?;
     store_offsets(tx, ENGINE_CONSUMER, topic, offsets).await?;
     Ok(())
+}
+
+/// Everything of a batch but the listing state: its events' details, its `price_history` rows
+/// and its alerts (steps 1, 2 and 4 of [`write_batch`]).
+pub async fn write_history(
+    tx: &Transaction<'_>,
+    records: &[Processed],
+    alerts: &[Alert],
+) -> Result<(), StoreError> {
+    upsert_events(tx, records, alerts).await?;
+    copy_history(tx, records).await?;
+    insert_alerts(tx, alerts).await
+}
+
+/// One listing's `listing_state` row as a run of records leaves it.
+#[derive(Debug, Clone)]
+struct StateRow {
+    event_id: CompactString,
+    source: CompactString,
+    last_price: i64,
+    lowest_price: i64,
+    first_seen: DateTime<Utc>,
+    last_seen: DateTime<Utc>,
+    /// Observations the run adds.
+    observations: i64,
+}
+
+/// Each listing's final state over consecutive records, folded batch after batch: the rows of
+/// one `listing_state` upsert. A listing seen by many records is written once.
+#[derive(Debug, Default)]
+pub struct ListingStates {
+    rows: HashMap<CompactString, StateRow>,
+}
+
+impl ListingStates {
+    /// Fold in `records`, which follow every record folded so far.
+    pub fn add<'a>(&mut self, records: impl IntoIterator<Item = &'a Processed>) {
+        for p in records {
+            let e = &p.record.event;
+            let last_seen =
+                DateTime::<Utc>::from_timestamp_millis(p.state.last_seen_ms).unwrap_or(e.timestamp);
+            match self.rows.get_mut(p.listing_key.as_str()) {
+                Some(row) => {
+                    if row.event_id != e.event_id() {
+                        row.event_id = e.event_id().into();
+                    }
+                    row.last_price = p.state.last_price;
+                    row.lowest_price = p.state.lowest_price;
+                    row.first_seen = row.first_seen.min(e.timestamp);
+                    row.last_seen = last_seen;
+                    row.observations += 1;
+                }
+                None => {
+                    self.rows.insert(
+                        p.listing_key.clone(),
+                        StateRow {
+                            event_id: e.event_id().into(),
+                            source: e.source().into(),
+                            last_price: p.state.last_price,
+                            lowest_price: p.state.lowest_price,
+                            first_seen: e.timestamp,
+                            last_seen,
+                            observations: 1,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Listings to write.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
 }
 
 async fn upsert_events(
@@ -159,42 +238,20 @@ async fn copy_history(tx: &Transaction<'_>, records: &[Processed]) -> Result<(),
     Ok(())
 }
 
-async fn upsert_listing_state(tx: &Transaction<'_>, records: &[Processed]) -> Result<(), StoreError> {
-    // Final state per listing, plus how many observations this batch adds and when it was first seen.
-    let mut last: HashMap<&str, (&Processed, i64, DateTime<Utc>)> = HashMap::new();
-    for p in records {
-        let first = p.record.event.timestamp;
-        last.entry(&p.listing_key)
-            .and_modify(|(latest, n, first_seen)| {
-                *latest = p;
-                *n += 1;
-                *first_seen = (*first_seen).min(first);
-            })
-            .or_insert((p, 1, first));
-    }
-    if last.is_empty() {
+/// Upsert each listing's state (step 3 of [`write_batch`]).
+pub async fn upsert_listing_states(tx: &Transaction<'_>, states: &ListingStates) -> Result<(), StoreError> {
+    if states.is_empty() {
         return Ok(());
     }
-    let mut keys = Vec::with_capacity(last.len());
-    let mut events = Vec::with_capacity(last.len());
-    let mut sources = Vec::with_capacity(last.len());
-    let mut prices = Vec::with_capacity(last.len());
-    let mut lows = Vec::with_capacity(last.len());
-    let mut firsts = Vec::with_capacity(last.len());
-    let mut lasts = Vec::with_capacity(last.len());
-    let mut counts = Vec::with_capacity(last.len());
-    for (key, (p, n, first)) in &last {
-        keys.push(*key);
-        events.push(p.record.event.event_id());
-        sources.push(p.record.event.source());
-        prices.push(dollars(p.state.last_price));
-        lows.push(dollars(p.state.lowest_price));
-        firsts.push(*first);
-        lasts.push(
-            DateTime::<Utc>::from_timestamp_millis(p.state.last_seen_ms).unwrap_or(p.record.event.timestamp),
-        );
-        counts.push(*n);
-    }
+    let rows = &states.rows;
+    let keys: Vec<&str> = rows.keys().map(CompactString::as_str).collect();
+    let events: Vec<&str> = rows.values().map(|r| r.event_id.as_str()).collect();
+    let sources: Vec<&str> = rows.values().map(|r| r.source.as_str()).collect();
+    let prices: Vec<Decimal> = rows.values().map(|r| dollars(r.last_price)).collect();
+    let lows: Vec<Decimal> = rows.values().map(|r| dollars(r.lowest_price)).collect();
+    let firsts: Vec<DateTime<Utc>> = rows.values().map(|r| r.first_seen).collect();
+    let lasts: Vec<DateTime<Utc>> = rows.values().map(|r| r.last_seen).collect();
+    let counts: Vec<i64> = rows.values().map(|r| r.observations).collect();
     tx.execute(
         "INSERT INTO listing_state (listing_key, event_id, source, last_price, lowest_price,
                                     first_seen, last_seen, observations)
@@ -304,4 +361,69 @@ pub async fn store_offsets(
     .await
     .map_err(StoreError::query("store kafka_offsets"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::DetectConfig;
+    use crate::detect::stage::Detector;
+    use crate::detect::{PriceCache, Rules};
+    use crate::ingest::parse::Parser;
+    use crate::runtime::messages::InRecord;
+
+    fn detected(detector: &Detector, lines: &[(&str, f64, &str)]) -> Vec<Processed> {
+        let mut parser = Parser::new();
+        let mut alerts = Vec::new();
+        lines
+            .iter()
+            .enumerate()
+            .map(|(i, (listing, price, at))| {
+                let json = format!(
+                    r#"{{"event_id":"e1","event_name":"Show","venue":"Hall","source":"mock","price":{price},"timestamp":"{at}","listing_id":"{listing}"}}"#
+                );
+                let event = parser.parse(json.as_bytes()).expect("valid");
+                let record = InRecord {
+                    partition: 0,
+                    offset: i as i64,
+                    kafka_ts: event.timestamp,
+                    event,
+                };
+                detector.process(record, &mut alerts)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn folded_batches_give_each_listing_its_final_state_and_all_its_observations() {
+        let detector = Detector::new(
+            Arc::new(PriceCache::new()),
+            Rules::from_config(&DetectConfig::default()),
+        );
+        let first = detected(
+            &detector,
+            &[
+                ("A", 100.0, "2026-11-21T10:00:00"),
+                ("B", 50.0, "2026-11-21T10:00:01"),
+                ("A", 90.0, "2026-11-21T10:01:00"),
+            ],
+        );
+        let second = detected(&detector, &[("A", 95.0, "2026-11-21T10:02:00")]);
+        let mut states = ListingStates::default();
+        states.add(&first);
+        states.add(&second);
+        assert_eq!(states.len(), 2);
+        let a = &states.rows["mock:A"];
+        let at = |s: &str| s.parse::<DateTime<Utc>>().expect("time");
+        assert_eq!((a.last_price, a.lowest_price, a.observations), (9_500, 9_000, 3));
+        assert_eq!(
+            (a.first_seen, a.last_seen),
+            (at("2026-11-21T10:00:00Z"), at("2026-11-21T10:02:00Z"))
+        );
+        assert_eq!((a.event_id.as_str(), a.source.as_str()), ("e1", "mock"));
+        let b = &states.rows["mock:B"];
+        assert_eq!((b.last_price, b.lowest_price, b.observations), (5_000, 5_000, 1));
+    }
 }

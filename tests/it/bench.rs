@@ -270,3 +270,131 @@ async fn replaying_a_file_twice_or_in_two_parts_stores_every_line_once() {
     let _ = std::fs::remove_dir_all(first);
     let _ = std::fs::remove_dir_all(whole);
 }
+
+/// `(history offset, state offset)` of a replayed file.
+async fn replay_offsets(db: &TestDb, consumer: &str) -> (i64, i64) {
+    let c = db.connect().await.expect("connect");
+    let at = |topic: &'static str| {
+        let c = &c;
+        async move {
+            c.query_opt(
+                "SELECT next_offset FROM kafka_offsets WHERE consumer = $1 AND topic = $2",
+                &[&consumer, &topic],
+            )
+            .await
+            .expect("offsets")
+            .map_or(0, |r| r.get(0))
+        }
+    };
+    (at("replay").await, at("replay_state").await)
+}
+
+#[tokio::test]
+async fn a_replay_killed_between_its_two_writers_resumes_without_a_lost_or_doubled_observation() {
+    const LINES: i64 = 60_000;
+    let db = TestDb::migrated().await.expect("db");
+    let config = harness::write_config(&harness::config(&db, 1));
+    let dir = scratch_dir("replay_kill");
+    let file = dir.join("feed.jsonl");
+    gen_feed(&config, &file, LINES as u64);
+    let consumer = "replay:feed.jsonl";
+    let args = [
+        "--batch-records",
+        "500",
+        "--state-records",
+        "4000",
+        "--baseline-rows",
+        "0",
+    ];
+
+    // Kill the replay (SIGKILL: no chance to finish a transaction) each time its history has
+    // moved on by another 6,000 lines, and look at where each writer got.
+    let (mut kills, mut lagging, mut last) = (0, 0, 0);
+    while kills < 6 {
+        let mut child = harness::conscope(&config)
+            .arg("replay")
+            .arg(&file)
+            .args(args)
+            .arg("--json")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start conscope replay");
+        let finished = loop {
+            if child.try_wait().expect("poll").is_some() {
+                break true;
+            }
+            if replay_offsets(&db, consumer).await.0 >= last + 6_000 {
+                child.kill().expect("kill");
+                child.wait().expect("reap");
+                break false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        };
+        let (history, state) = replay_offsets(&db, consumer).await;
+        assert!(
+            state <= history,
+            "the state writer is never ahead: {state} > {history}"
+        );
+        last = history;
+        if finished {
+            break;
+        }
+        kills += 1;
+        lagging += usize::from(state < history);
+    }
+    assert!(kills >= 2, "the replay was killed mid-file at least twice");
+    assert!(
+        lagging >= 1,
+        "at least one kill left listing_state behind the history (it lags by design)"
+    );
+
+    let end = replay(&config, &file);
+    assert_eq!(replay_offsets(&db, consumer).await, (LINES, LINES));
+    assert_eq!(num(&end, "rows_written") as i64 + last, LINES);
+
+    // Every line stored once, and every listing's state what its stored history says.
+    assert_eq!(db.count("SELECT count(*) FROM price_history").await, LINES);
+    assert_eq!(
+        db.count("SELECT count(DISTINCT kafka_offset) FROM price_history")
+            .await,
+        LINES
+    );
+    assert_eq!(
+        db.count("SELECT coalesce(sum(observations), 0)::int8 FROM listing_state")
+            .await,
+        LINES,
+        "no observation lost or counted twice"
+    );
+    let disagreeing = db
+        .count(
+            r#"SELECT count(*) FROM listing_state s
+               JOIN (SELECT listing_key, count(*) AS n, min(price) AS lowest,
+                            min("timestamp") AS first_seen, max("timestamp") AS last_seen,
+                            (array_agg(price ORDER BY kafka_offset DESC))[1] AS last_price
+                       FROM price_history GROUP BY listing_key) h USING (listing_key)
+              WHERE (s.observations, s.lowest_price, s.first_seen, s.last_seen, s.last_price)
+                    IS DISTINCT FROM (h.n, h.lowest, h.first_seen, h.last_seen, h.last_price)"#,
+        )
+        .await;
+    assert_eq!(disagreeing, 0, "listing_state agrees with price_history");
+
+    // And the same as a replay that was never stopped.
+    let other = TestDb::migrated().await.expect("db");
+    let other_config = harness::write_config(&harness::config(&other, 1));
+    let once = harness::conscope(&other_config)
+        .arg("replay")
+        .arg(&file)
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("run conscope replay");
+    ok(once, "conscope replay");
+    assert_eq!(state_digest(&db).await, state_digest(&other).await);
+    assert_eq!(windows_digest(&db).await, windows_digest(&other).await);
+
+    for p in [config, other_config] {
+        let _ = std::fs::remove_file(p);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
