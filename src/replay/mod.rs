@@ -6,20 +6,22 @@
 //!                                   · windows (open ones rebuilt from price_history)
 //!                        ▼ mpsc<ReplayBatch> (cap 2)
 //!                    history writer: ONE transaction per batch: events · COPY price_history ·
-//!                            price_alerts · the windows the batch closed and the file's
-//!                            watermark · the history offset
+//!                            the windows the batch closed and the file's watermark ·
+//!                            the history offset
 //!                        ▼ mpsc (cap 1), each batch once committed
 //!                    state writer (a second connection): folds --state-records records into
-//!                            ONE transaction: listing_state, each listing once · the state offset
+//!                            ONE transaction: listing_state (each listing once) ·
+//!                            price_alerts · the state offset
 //!  then (unless --baseline-rows 0): bare COPYs of the same rows into a scratch table, without
 //!  and with price_history's foreign key
 //! ```
 //!
-//! **Two writers.** The engine writes a batch's listing state in the batch's own transaction.
-//! A replay has no broker to wait for, and one Postgres backend writing the history, the alerts
-//! and the listing state one after the other was its whole bound, so the listing state goes to
-//! a second backend and is written for many batches at once: a listing they touch many times
-//! is rewritten once.
+//! **Two writers.** The engine writes a batch's listing state and alerts in the batch's own
+//! transaction. A replay has no broker to wait for, and one Postgres backend writing the
+//! history, the alerts and the listing state one after the other was its whole bound, so the
+//! listing state and the alerts go to a second backend, written for many batches at once: a
+//! listing they touch many times is rewritten once. The state writer keeps the alerts as rows
+//! ([`writer::AlertRows`]), not as events.
 //!
 //! **The offset rule.** A file is a partition of its own: its name (the last path component;
 //! `stdin` for `-`) gives the consumer `replay:<name>`, stored in `kafka_offsets`, and its rows
@@ -29,10 +31,11 @@
 //! `replay_state` (partition 0). The state writer takes a batch only after the history writer
 //! has committed it, so its offset is never ahead. A re-run of the same file starts reading at
 //! the state offset: lines up to the history offset are detected again only to write the listing
-//! state they are missing (their history, alerts and windows are stored), so no row is doubled
-//! and no observation lost; lines appended since are picked up. A renamed file counts as a new
-//! one. Nothing is produced to Kafka. Until a stopped replay is run again, listing_state lacks
-//! at most its last `--state-records` records.
+//! state and alerts they are missing (their history and windows are stored; alerts are inserted
+//! `ON CONFLICT DO NOTHING` in any case), so no row is doubled and no observation lost; lines
+//! appended since are picked up. A renamed file counts as a new one. Nothing is produced to
+//! Kafka. Until a stopped replay is run again, listing_state and price_alerts lack at most its
+//! last `--state-records` records.
 //!
 //! **Windows.** A file keeps windows of its own, as an engine instance does: written with the
 //! file's partition as their `instance` (negative, never an engine's), with a watermark of their
@@ -58,7 +61,7 @@ use crate::config::Config;
 use crate::detect::stage::Detector;
 use crate::detect::{PriceCache, Rules};
 use crate::kafka::produce::partition_for;
-use crate::store::writer::ListingStates;
+use crate::store::writer::{AlertRows, ListingStates};
 use crate::store::{self, StoreError, migrate, offsets, windows, writer};
 use reader::{ReplayBatch, Resume};
 
@@ -87,9 +90,9 @@ pub struct ReplayArgs {
     /// Records per Postgres transaction of the history writer.
     #[arg(long, default_value_t = 20_000)]
     pub batch_records: usize,
-    /// Records folded into each transaction of the listing_state writer: each listing's row is
-    /// written once per this many records, and listing_state lags the history by at most this
-    /// many during the replay.
+    /// Records folded into each transaction of the state writer (listing_state and alerts): each
+    /// listing's row is written once per this many records, and listing_state and price_alerts
+    /// lag the history by at most this many during the replay.
     #[arg(long, default_value_t = 320_000)]
     pub state_records: usize,
     /// Rows of the bare-COPY comparison run afterwards (0 skips it; it holds them in memory).
@@ -151,8 +154,8 @@ pub struct ReplayFigures {
     /// Seconds inside the history writer's transactions (events, price_history, windows).
     pub write_seconds: f64,
     pub state_transactions: u64,
-    /// Seconds inside the state writer's transactions (listing_state), on a second connection
-    /// alongside the history writer.
+    /// Seconds inside the state writer's transactions (listing_state, price_alerts), on a
+    /// second connection alongside the history writer.
     pub state_write_seconds: f64,
     pub cpu_seconds: f64,
     pub peak_rss_mib: f64,
@@ -263,8 +266,8 @@ pub async fn run(cfg: &Config, args: &ReplayArgs) -> Result<ReplayFigures, Repla
         )
     });
 
-    // The state writer: a second connection, so listing_state is written on a second Postgres
-    // backend while the history writer copies the next batches.
+    // The state writer: a second connection, so listing_state and the alerts are written on a
+    // second Postgres backend while the history writer copies the next batches.
     let state_client = store::client(&pool, &cfg.postgres).await?;
     let (to_state, from_history) = mpsc::channel::<ReplayBatch>(1);
     let consumer = source.consumer.clone();
@@ -378,10 +381,12 @@ struct StateFigures {
     seconds: f64,
 }
 
-/// Listing states of batches the history writer has committed and the state writer not yet.
+/// Listing states and alerts of batches the history writer has committed and the state writer
+/// not yet.
 #[derive(Default)]
 struct Backlog {
     states: ListingStates,
+    alerts: AlertRows,
     /// The line after the last batch folded in.
     next_offset: i64,
     batches: usize,
@@ -391,14 +396,15 @@ struct Backlog {
 impl Backlog {
     fn add(&mut self, batch: ReplayBatch) {
         self.states.add(&batch.records);
+        self.alerts.add(&batch.alerts);
         self.next_offset = batch.next_offset;
         self.batches += 1;
         self.records += batch.records.len();
     }
 }
 
-/// The state writer, on a second connection: `listing_state` and its own offset in one
-/// transaction, for batches the history writer has committed. It folds `fold` records (the
+/// The state writer, on a second connection: `listing_state`, `price_alerts` and its own offset
+/// in one transaction, for batches the history writer has committed. It folds `fold` records (the
 /// input's end may leave fewer) into each transaction, so a listing touched by many of them is written once; while one
 /// transaction runs, the batches that arrive are folded into the next.
 async fn write_states(
@@ -429,6 +435,7 @@ async fn write_states(
             let write = async {
                 let tx = client.transaction().await.map_err(StoreError::query("begin"))?;
                 writer::upsert_listing_states(&tx, &current.states).await?;
+                writer::insert_alert_rows(&tx, &current.alerts).await?;
                 let offset = BTreeMap::from([(0, current.next_offset)]);
                 writer::store_offsets(&tx, &consumer, REPLAY_STATE_TOPIC, &offset).await?;
                 tx.commit().await.map_err(StoreError::query("commit"))
@@ -462,7 +469,7 @@ pub async fn command(cfg: Config, args: ReplayArgs) -> Result<(), ReplayError> {
     );
     if f.state_caught_up > 0 {
         println!(
-            "                  {} lines read again to bring listing_state up to the stored history",
+            "                  {} lines read again to bring listing_state and alerts up to the stored history",
             f.state_caught_up
         );
     }

@@ -10,9 +10,10 @@
 //!
 //! Every line is an offset, blank and invalid ones included, so a line's number never changes
 //! meaning between runs. Lines from `start` to `history_from` (see [`Resume`]) had their history
-//! stored by an earlier run but not their listing state: they are detected again — which also
-//! brings the price cache to where it was — and go in `state_only` batches of their own, kept out
-//! of the windows. At the end of the input every open window is closed: the file is all there is.
+//! stored by an earlier run but not their listing state and alerts: they are detected again —
+//! which also brings the price cache to where it was — and go in `state_only` batches of their
+//! own, kept out of the windows. At the end of the input every open window is closed: the file
+//! is all there is.
 
 use std::io::BufRead;
 use std::time::Instant;
@@ -39,8 +40,8 @@ pub struct ReplayBatch {
     pub bytes_read: u64,
     /// The windows these records closed (at the end of the input: every open window).
     pub windows: WindowUpdate,
-    /// Lines whose history an earlier run committed but whose listing state it did not: only
-    /// the state writer takes this batch (see [`Resume`]).
+    /// Lines whose history an earlier run committed but whose listing state and alerts it did
+    /// not: only the state writer takes this batch (see [`Resume`]).
     pub state_only: bool,
 }
 
@@ -50,8 +51,8 @@ pub struct Resume {
     /// The first line not yet in `listing_state` (the state writer's offset): reading starts here.
     pub start: i64,
     /// The first line not yet in `price_history` (the history writer's offset). Lines from
-    /// `start` up to here are detected again, to bring the listing state up to date, but their
-    /// history and windows are not written twice.
+    /// `start` up to here are detected again, to bring the listing state and alerts up to date,
+    /// but their history and windows are not written twice.
     pub history_from: i64,
 }
 
