@@ -247,6 +247,7 @@ pub async fn run(cfg: &Config, args: &ReplayArgs) -> Result<ReplayFigures, Repla
         "replay started"
     );
 
+    let state_client = store::client(&pool, &pg).await?;
     let (input, len) = open(&args.file)?;
     let bar = progress_bar(len, args.json);
     let detector = Detector::new(cache, Rules::from_config(&cfg.detect));
@@ -268,7 +269,6 @@ pub async fn run(cfg: &Config, args: &ReplayArgs) -> Result<ReplayFigures, Repla
 
     // The state writer: a second connection, so listing_state and the alerts are written on a
     // second Postgres backend while the history writer copies the next batches.
-    let state_client = store::client(&pool, &cfg.postgres).await?;
     let (to_state, from_history) = mpsc::channel::<ReplayBatch>(1);
     let consumer = source.consumer.clone();
     let state_writer = tokio::spawn(write_states(
@@ -404,9 +404,10 @@ impl Backlog {
 }
 
 /// The state writer, on a second connection: `listing_state`, `price_alerts` and its own offset
-/// in one transaction, for batches the history writer has committed. It folds `fold` records (the
-/// input's end may leave fewer) into each transaction, so a listing touched by many of them is written once; while one
-/// transaction runs, the batches that arrive are folded into the next.
+/// in one transaction, for batches the history writer has committed. It folds `fold` records
+/// (the input's end may leave fewer) into each transaction, so a listing touched many times
+/// among them is written once; while one transaction runs, the batches that arrive are folded
+/// into the next.
 async fn write_states(
     mut client: deadpool_postgres::Object,
     consumer: String,
