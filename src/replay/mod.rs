@@ -9,7 +9,7 @@
 //!                            the windows the batch closed and the file's watermark ·
 //!                            the history offset
 //!                        ▼ mpsc (cap 1), each batch once committed
-//!                    state writer (a second connection): folds --state-records records into
+//!                    state writer (state.rs, a second connection): folds --state-records into
 //!                            ONE transaction: listing_state (each listing once) ·
 //!                            price_alerts · the state offset
 //!  then (unless --baseline-rows 0): bare COPYs of the same rows into a scratch table, without
@@ -44,6 +44,7 @@
 //! written window (`windows.late_records`), as the engine does with late records.
 
 pub mod reader;
+mod state;
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -61,9 +62,9 @@ use crate::config::Config;
 use crate::detect::stage::Detector;
 use crate::detect::{PriceCache, Rules};
 use crate::kafka::produce::partition_for;
-use crate::store::writer::{AlertRows, ListingStates};
 use crate::store::{self, StoreError, migrate, offsets, windows, writer};
 use reader::{ReplayBatch, Resume};
+use state::{StateFigures, write_states};
 
 /// The `topic` of replay offsets in `kafka_offsets`: the history writer's.
 pub const REPLAY_TOPIC: &str = "replay";
@@ -373,89 +374,6 @@ pub async fn run(cfg: &Config, args: &ReplayArgs) -> Result<ReplayFigures, Repla
         load_before,
         load_after: usage::load_average(),
     })
-}
-
-/// What the state writer did.
-struct StateFigures {
-    transactions: u64,
-    seconds: f64,
-}
-
-/// Listing states and alerts of batches the history writer has committed and the state writer
-/// not yet.
-#[derive(Default)]
-struct Backlog {
-    states: ListingStates,
-    alerts: AlertRows,
-    /// The line after the last batch folded in.
-    next_offset: i64,
-    batches: usize,
-    records: usize,
-}
-
-impl Backlog {
-    fn add(&mut self, batch: ReplayBatch) {
-        self.states.add(&batch.records);
-        self.alerts.add(&batch.alerts);
-        self.next_offset = batch.next_offset;
-        self.batches += 1;
-        self.records += batch.records.len();
-    }
-}
-
-/// The state writer, on a second connection: `listing_state`, `price_alerts` and its own offset
-/// in one transaction, for batches the history writer has committed. It folds `fold` records
-/// (the input's end may leave fewer) into each transaction, so a listing touched many times
-/// among them is written once; while one transaction runs, the batches that arrive are folded
-/// into the next.
-async fn write_states(
-    mut client: deadpool_postgres::Object,
-    consumer: String,
-    fold: usize,
-    mut batches: mpsc::Receiver<ReplayBatch>,
-) -> Result<StateFigures, StoreError> {
-    let mut figures = StateFigures {
-        transactions: 0,
-        seconds: 0.0,
-    };
-    let mut next = Backlog::default();
-    let mut open = true;
-    loop {
-        while open && next.records < fold {
-            match batches.recv().await {
-                Some(batch) => next.add(batch),
-                None => open = false,
-            }
-        }
-        if next.batches == 0 {
-            break;
-        }
-        let current = std::mem::take(&mut next);
-        let began = Instant::now();
-        {
-            let write = async {
-                let tx = client.transaction().await.map_err(StoreError::query("begin"))?;
-                writer::upsert_listing_states(&tx, &current.states).await?;
-                writer::insert_alert_rows(&tx, &current.alerts).await?;
-                let offset = BTreeMap::from([(0, current.next_offset)]);
-                writer::store_offsets(&tx, &consumer, REPLAY_STATE_TOPIC, &offset).await?;
-                tx.commit().await.map_err(StoreError::query("commit"))
-            };
-            tokio::pin!(write);
-            loop {
-                tokio::select! {
-                    written = &mut write => break written?,
-                    batch = batches.recv(), if open && next.records < fold => match batch {
-                        Some(batch) => next.add(batch),
-                        None => open = false,
-                    },
-                }
-            }
-        }
-        figures.transactions += 1;
-        figures.seconds += began.elapsed().as_secs_f64();
-    }
-    Ok(figures)
 }
 
 /// Run `conscope replay` and print its figures.
