@@ -94,7 +94,7 @@ pub struct ReplayArgs {
     /// Records folded into each transaction of the state writer (listing_state and alerts): each
     /// listing's row is written once per this many records, and listing_state and price_alerts
     /// lag the history by at most this many during the replay.
-    #[arg(long, default_value_t = 160_000)]
+    #[arg(long, default_value_t = 480_000)]
     pub state_records: usize,
     /// Rows of the bare-COPY comparison run afterwards (0 skips it; it holds them in memory).
     #[arg(long, default_value_t = 1_000_000)]
