@@ -27,6 +27,7 @@ pub mod cli;
 pub mod consumer;
 pub mod evaluate;
 pub mod format;
+pub mod gone;
 pub mod notifiers;
 pub mod queue;
 pub mod ratelimit;

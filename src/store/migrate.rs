@@ -39,6 +39,10 @@ pub const MIGRATIONS: &[Migration] = &[
         file: "005_history_without_fk.sql",
         sql: include_str!("../../sql/005_history_without_fk.sql"),
     },
+    Migration {
+        file: "007_alert_redelivery.sql",
+        sql: include_str!("../../sql/007_alert_redelivery.sql"),
+    },
 ];
 
 /// Arbitrary constant naming ConScope's migration lock.
