@@ -131,7 +131,11 @@ pub async fn next_due_in(client: &impl GenericClient, channel: &str) -> Result<O
 }
 
 /// The rows are about to be sent: until an answer says otherwise, each may reach the notifier.
-pub async fn mark_in_flight(client: &impl GenericClient, channel: &str, ids: &[String]) -> Result<(), StoreError> {
+pub async fn mark_in_flight(
+    client: &impl GenericClient,
+    channel: &str,
+    ids: &[String],
+) -> Result<(), StoreError> {
     client
         .execute(
             "UPDATE alert_deliveries SET maybe_delivered = true, updated_at = now()
@@ -175,7 +179,13 @@ pub async fn mark_rate_limited(
             "UPDATE alert_deliveries SET http_status = $3, last_error = $4, maybe_delivered = false,
                     next_attempt_at = now() + make_interval(secs => $5), updated_at = now()
               WHERE channel = $1 AND alert_id = ANY($2) AND status = 'pending'",
-            &[&channel, &ids, &i32::from(status), &error, &delay_secs(retry_after)],
+            &[
+                &channel,
+                &ids,
+                &i32::from(status),
+                &error,
+                &delay_secs(retry_after),
+            ],
         )
         .await
         .map_err(StoreError::query("mark deliveries rate limited"))?;
@@ -249,7 +259,15 @@ pub async fn mark_retry(
                     maybe_delivered = $7, updated_at = now()
                FROM UNNEST($2::text[], $5::float8[], $6::text[]) AS t (id, delay, why)
               WHERE d.channel = $1 AND d.alert_id = t.id AND d.status = 'pending'",
-            &[&channel, &ids, &status, &error, &delays, &failed, &maybe_delivered],
+            &[
+                &channel,
+                &ids,
+                &status,
+                &error,
+                &delays,
+                &failed,
+                &maybe_delivered,
+            ],
         )
         .await
         .map_err(StoreError::query("record failed attempts"))?;
@@ -381,10 +399,19 @@ mod tests {
     fn many_failed_attempts_keep_retrying_while_the_deadline_allows() {
         let now = Utc::now();
         let raised = now - chrono::Duration::minutes(3);
-        assert_eq!(next_step(1, now, now, &backoff()), Retry::After(Duration::from_secs(1)));
-        assert_eq!(next_step(2, now, now, &backoff()), Retry::After(Duration::from_secs(2)));
+        assert_eq!(
+            next_step(1, now, now, &backoff()),
+            Retry::After(Duration::from_secs(1))
+        );
+        assert_eq!(
+            next_step(2, now, now, &backoff()),
+            Retry::After(Duration::from_secs(2))
+        );
         // Far more than eight attempts in, an hour's deadline still retries at the cap.
-        assert_eq!(next_step(40, raised, now, &backoff()), Retry::After(Duration::from_secs(60)));
+        assert_eq!(
+            next_step(40, raised, now, &backoff()),
+            Retry::After(Duration::from_secs(60))
+        );
     }
 
     #[test]

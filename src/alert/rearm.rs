@@ -244,7 +244,11 @@ mod tests {
     #[test]
     fn extreme_times_prices_and_cooldowns_never_panic() {
         let times = [DateTime::<Utc>::MIN_UTC, t(0), DateTime::<Utc>::MAX_UTC];
-        let cooldowns = [chrono::Duration::MIN, chrono::Duration::zero(), chrono::Duration::MAX];
+        let cooldowns = [
+            chrono::Duration::MIN,
+            chrono::Duration::zero(),
+            chrono::Duration::MAX,
+        ];
         for &when in &times {
             for &at in &times {
                 for &cooldown in &cooldowns {

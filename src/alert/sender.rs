@@ -207,7 +207,11 @@ pub async fn run(ctx: SenderContext, cancel: CancellationToken) -> Result<(), Al
                 async move { queue::mark_in_flight(&**db, &channel, &ids).await }
             })
             .await?;
-            let repeats = out.alert_ids.iter().filter(|id| maybe.remove(id.as_str())).count();
+            let repeats = out
+                .alert_ids
+                .iter()
+                .filter(|id| maybe.remove(id.as_str()))
+                .count();
             if repeats > 0 {
                 ctx.metrics
                     .counters
@@ -264,7 +268,12 @@ async fn retry_later(
         .iter()
         .filter_map(|id| by_id.get(id.as_str()).map(|p| (id, p)))
         .map(|(id, p)| {
-            let step = queue::next_step(p.attempts.saturating_add(1), p.retry_from, now, &ctx.cfg.alert.backoff);
+            let step = queue::next_step(
+                p.attempts.saturating_add(1),
+                p.retry_from,
+                now,
+                &ctx.cfg.alert.backoff,
+            );
             (id.clone(), step)
         })
         .collect();
@@ -329,8 +338,10 @@ async fn record(
         }
         Outcome::RateLimited { status, retry_after } => {
             c.alert_rate_limited.fetch_add(1, Relaxed);
-            c.alert_retry_after_ms
-                .fetch_add(u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX), Relaxed);
+            c.alert_retry_after_ms.fetch_add(
+                u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX),
+                Relaxed,
+            );
             round.limiter.block_for(retry_after);
             tracing::debug!(channel, ?retry_after, "rate limited (429); waiting");
             with_db(ctx, "mark rate limited", |db| {

@@ -212,7 +212,11 @@ impl AlertConfig {
              (default 1 day) has passed, however many attempts that takes; remove the key",
         );
         let b = &self.backoff;
-        check(!b.initial.is_zero(), "alert.backoff.initial".into(), "must be longer than zero");
+        check(
+            !b.initial.is_zero(),
+            "alert.backoff.initial".into(),
+            "must be longer than zero",
+        );
         check(
             b.max >= b.initial && b.max <= MAX_BACKOFF,
             "alert.backoff.max".into(),

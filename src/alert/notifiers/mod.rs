@@ -80,15 +80,26 @@ impl RateHint {
 /// What one request's answer means.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Sent { status: u16 },
-    RateLimited { status: u16, retry_after: Duration },
+    Sent {
+        status: u16,
+    },
+    RateLimited {
+        status: u16,
+        retry_after: Duration,
+    },
     Retry {
         status: Option<u16>,
         error: String,
         maybe_delivered: bool,
     },
-    Gone { status: u16, error: String },
-    Rejected { status: u16, error: String },
+    Gone {
+        status: u16,
+        error: String,
+    },
+    Rejected {
+        status: u16,
+        error: String,
+    },
 }
 
 impl Outcome {
