@@ -60,6 +60,7 @@ async fn five_xx_past_eight_attempts_keeps_the_delivery_pending_until_the_server
     // this test's backoff, 100 ms doubling to 400 ms), well inside its 10-minute deadline.
     hook.script(std::iter::repeat_n(Reply::Status(503), 12));
     let mut cfg = alerting_config(&db);
+    cfg.web.listen = format!("127.0.0.1:{}", harness::free_port());
     add_channel(&mut cfg, "hook", NotifierKind::Webhook, hook.url(), per(50, 1000));
     cfg.alert.default_channels = vec!["hook".into()];
     produce(&cfg, drops("R", 1)).await;
@@ -83,11 +84,52 @@ async fn five_xx_past_eight_attempts_keeps_the_delivery_pending_until_the_server
         Duration::from_secs(10),
     )
     .await;
+    // After a 5xx the server may have posted the message: each of the twelve retries is a
+    // possible repeat, and counted as one.
+    assert_eq!(
+        metric(&cfg.web.listen, "conscope_alert_possible_repeats_total").await,
+        12.0
+    );
     run.stop().await;
     let statuses: Vec<u16> = hook.hits().iter().map(|h| h.status).collect();
     assert_eq!(statuses.len(), 13, "{statuses:?}");
     assert!(statuses[..12].iter().all(|s| *s == 503) && statuses[12] == 204);
     assert_each_once(&hook, &default_alert_ids(&db).await, "after twelve 503s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_after_the_notifier_took_the_message_is_retried_and_counted_as_a_repeat() {
+    let db = TestDb::migrated().await.expect("db");
+    let hook = Fake::start(Kind::Webhook).await;
+    let mut cfg = alerting_config(&db);
+    cfg.alert.request_timeout = Duration::from_millis(500);
+    cfg.web.listen = format!("127.0.0.1:{}", harness::free_port());
+    add_channel(&mut cfg, "hook", NotifierKind::Webhook, hook.url(), per(50, 1000));
+    cfg.alert.default_channels = vec!["hook".into()];
+    // The webhook takes the first message and answers only after ConScope gave up waiting.
+    hook.hold_next();
+    produce(&cfg, drops("O", 1)).await;
+    let run = InProcess::start(&cfg);
+    wait_for(
+        &db,
+        "SELECT count(*) FROM alert_deliveries WHERE status = 'sent' AND attempts = 2",
+        1,
+        Duration::from_secs(60),
+    )
+    .await;
+    hook.release();
+    assert_eq!(
+        metric(&cfg.web.listen, "conscope_alert_possible_repeats_total").await,
+        1.0
+    );
+    run.stop().await;
+    let ids = default_alert_ids(&db).await;
+    assert_eq!(hook.held(), vec![ids.clone()]);
+    assert_eq!(
+        hook.delivered(),
+        BTreeMap::from([(ids[0].clone(), 2)]),
+        "the documented repeat: taken, no answer in time, sent again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
