@@ -217,7 +217,7 @@ pub async fn run(ctx: SenderContext, cancel: CancellationToken) -> Result<(), Al
                     .counters
                     .alert_possible_repeats
                     .fetch_add(repeats as u64, Relaxed);
-                tracing::info!(
+                tracing::debug!(
                     channel,
                     alerts = repeats,
                     "sending again alerts an earlier request may have delivered (possible repeat)"

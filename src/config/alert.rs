@@ -404,6 +404,23 @@ rate_limits = [{ count = 0, per = "2s" }]
     }
 
     #[test]
+    fn how_persistent_a_404_must_be_is_configurable_with_a_minute_and_three_by_default() {
+        let d = AlertConfig::default();
+        assert_eq!(
+            (d.gone_to_disable, d.gone_to_disable_over),
+            (3, Duration::from_secs(60))
+        );
+        let file = "[alert]\ngone_to_disable = 5\ngone_to_disable_over = \"2m\"\n";
+        let config = Config::from_toml_str(file, "t", Vec::new()).expect("valid");
+        assert_eq!(config.alert.gone_to_disable, 5);
+        assert_eq!(config.alert.gone_to_disable_over, Duration::from_secs(120));
+        let err = Config::from_toml_str("[alert]\ngone_to_disable = 0\n", "t", Vec::new())
+            .expect_err("zero refused")
+            .to_string();
+        assert!(err.contains("alert.gone_to_disable: must be at least 1"), "{err}");
+    }
+
+    #[test]
     fn kinds_have_rate_limit_defaults() {
         let n = NotifierConfig {
             kind: NotifierKind::Discord,
