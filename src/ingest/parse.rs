@@ -559,4 +559,6 @@ fn parse_date(s: &str) -> Option<DateTime<Utc>> {
 
 mod flat;
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
