@@ -84,19 +84,20 @@ async fn produce(client: &rskafka::client::Client, cfg: &Config, per_partition: 
         poison: BTreeMap::new(),
         last_good_ms: 0,
     };
-    let mut poison = poison(start + TimeDelta::minutes(1))
-        .into_iter()
-        .enumerate()
-        .peekable();
+    // Poison record k sits on partition k % partitions, a little further on each time.
+    let mut poison: BTreeMap<(i32, usize), (usize, serde_json::Value, &'static str)> =
+        poison(start + TimeDelta::minutes(1))
+            .into_iter()
+            .enumerate()
+            .map(|(k, (value, reason))| {
+                let at = (k as i32 % partitions, 1_000 + 300 * (k / partitions as usize));
+                (at, (k, value, reason))
+            })
+            .collect();
     for p in 0..partitions {
         let mut records = Vec::with_capacity(per_partition + 2);
         for i in 0..per_partition {
-            // Poison record k sits on partition k % partitions, a little further on each time.
-            while let Some(&(k, _)) = poison.peek() {
-                if k as i32 % partitions != p || i != 1_000 + 300 * (k / partitions as usize) {
-                    break;
-                }
-                let (_, (value, reason)) = poison.next().expect("peeked");
+            if let Some((k, value, reason)) = poison.remove(&(p, i)) {
                 let key = format!("poison{k}").into_bytes();
                 let value = serde_json::to_vec(&value).expect("json");
                 out.poison
@@ -175,6 +176,9 @@ async fn poison_records_go_to_the_dlq_with_their_reason_and_hold_back_nothing() 
     let targets = harness::high_watermarks(&client, &cfg).await.expect("watermarks");
     assert_eq!(targets, vec![5_002, 5_002, 5_002, 5_001]);
 
+    if std::env::var("CONSCOPE_TEST_LOG").is_ok() {
+        conscope::logging::init(conscope::config::LogFormat::Human, "info,conscope=debug");
+    }
     let started = Instant::now();
     let token = CancellationToken::new();
     let engine = tokio::spawn(conscope::runtime::run(cfg.clone(), token.clone()));
