@@ -257,3 +257,141 @@ async fn poison_records_go_to_the_dlq_with_their_reason_and_hold_back_nothing() 
         "the far-future records did not move the watermark: {watermark}"
     );
 }
+
+/// A TCP proxy in front of Postgres that, once, lets the engine's COMMIT of a batch (a COMMIT
+/// on a connection that ran `COPY price_history`) reach the server, waits for the server's
+/// answer, and then cuts the connection instead of passing the answer on: the commit happened,
+/// the engine cannot know.
+struct CommitCutter {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CommitCutter {
+    async fn start(upstream: std::net::SocketAddr) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let done = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let done = done.clone();
+                tokio::spawn(async move {
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let armed = Arc::new(AtomicBool::new(false));
+                    let cutting = armed.clone();
+                    let up = tokio::spawn(async move {
+                        let mut copied = false;
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(n) = cr.read(&mut buf).await {
+                            if n == 0 {
+                                break;
+                            }
+                            let chunk = &buf[..n];
+                            copied |= chunk.windows(18).any(|w| w == b"COPY price_history");
+                            if copied && chunk.windows(7).any(|w| w == b"COMMIT\0") {
+                                armed.store(true, Ordering::SeqCst);
+                            }
+                            if sw.write_all(chunk).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = sr.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        if cutting.load(Ordering::SeqCst) && !done.swap(true, Ordering::SeqCst) {
+                            // The server answered the COMMIT: drop the answer and the connection.
+                            break;
+                        }
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    up.abort();
+                });
+            }
+        });
+        Self { port, cut }
+    }
+}
+
+#[tokio::test]
+async fn a_commit_whose_answer_was_lost_is_found_in_the_stored_offsets_not_retried() {
+    let db = TestDb::migrated().await.expect("db");
+    let mut cfg = harness::config(&db, 2);
+    // Many batches: the ones after the cut one must follow it.
+    cfg.pipeline.batch_max_records = 500;
+    let client = harness::create_topics(&cfg).await.expect("topics");
+    let at = Utc::now() - TimeDelta::minutes(5);
+    let mut produced = BTreeSet::new();
+    for p in 0..2 {
+        let records: Vec<(Vec<u8>, Vec<u8>)> = (0..2_000)
+            .map(|i| {
+                let listing = format!("L{p}_{}", i % 40);
+                let value = good(&listing, 50.0 + (i % 9) as f64, at + TimeDelta::milliseconds(i));
+                produced.insert((p, i));
+                (listing.into_bytes(), serde_json::to_vec(&value).expect("json"))
+            })
+            .collect();
+        harness::produce_to(&client, &cfg.kafka.topics.raw_prices.name, p, records)
+            .await
+            .expect("produce");
+    }
+    // Point the engine at the proxy instead of Postgres itself.
+    let url: tokio_postgres::Config = db.url.parse().expect("url");
+    let host = match &url.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(h) => h.clone(),
+        other => panic!("a TCP host expected, got {other:?}"),
+    };
+    let upstream = tokio::net::lookup_host((host.as_str(), url.get_ports()[0]))
+        .await
+        .expect("resolve")
+        .next()
+        .expect("address");
+    let cutter = CommitCutter::start(upstream).await;
+    let proxied = db.url.replacen(
+        &format!(":{}/", url.get_ports()[0]),
+        &format!(":{}/", cutter.port),
+        1,
+    );
+    assert_ne!(proxied, db.url);
+    cfg.postgres.url = conscope::config::Secret::new(proxied);
+
+    let targets = harness::high_watermarks(&client, &cfg).await.expect("watermarks");
+    let token = CancellationToken::new();
+    let engine = tokio::spawn(conscope::runtime::run(cfg.clone(), token.clone()));
+    let reached = harness::wait_for_offsets(&db, &cfg, &targets, Duration::from_secs(30)).await;
+    token.cancel();
+    engine.await.expect("join").expect("engine");
+    assert!(
+        cutter.cut.load(std::sync::atomic::Ordering::SeqCst),
+        "a batch's COMMIT lost its answer"
+    );
+    reached.expect("the engine went on past the unanswered COMMIT");
+    assert_eq!(history_keys(&db).await, produced, "every record stored, once");
+    let c = db.connect().await.expect("connect");
+    let published: Vec<i64> = c
+        .query(
+            "SELECT published_offset FROM kafka_offsets WHERE consumer = 'engine' ORDER BY \"partition\"",
+            &[],
+        )
+        .await
+        .expect("offsets")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        published, targets,
+        "the batch behind the lost answer was published too"
+    );
+}
