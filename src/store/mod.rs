@@ -38,7 +38,7 @@ pub enum StoreError {
         source: tokio_postgres::Error,
     },
     #[error("sending records PostgreSQL refused to the DLQ: {0}")]
-    Dlq(crate::kafka::KafkaError),
+    Dlq(Box<crate::kafka::KafkaError>),
     #[error("migration {file} failed, database left as it was: {reason}")]
     Migration { file: String, reason: String },
     #[error(

@@ -23,6 +23,7 @@
 //! - **A lost answer to COMMIT** may hide a commit that happened: the retry first reads
 //!   `kafka_offsets`, and a batch whose offsets are stored is done.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -187,14 +188,16 @@ impl DeadLetters {
         offset: i64,
     ) -> Option<rskafka::record::Record> {
         let timeout = self.cfg.request_timeout;
-        if !clients.contains_key(&partition) {
-            let topic = &self.cfg.topics.raw_prices.name;
-            let pc = kafka::partition_client(&self.kafka, topic, partition, timeout)
-                .await
-                .ok()?;
-            clients.insert(partition, pc);
-        }
-        let pc = clients.get(&partition)?;
+        let pc = match clients.entry(partition) {
+            Entry::Occupied(pc) => pc.into_mut(),
+            Entry::Vacant(slot) => {
+                let topic = &self.cfg.topics.raw_prices.name;
+                let pc = kafka::partition_client(&self.kafka, topic, partition, timeout)
+                    .await
+                    .ok()?;
+                slot.insert(pc)
+            }
+        };
         let max_bytes = self.cfg.fetch_max_record_bytes;
         match kafka::fetch(pc, offset, max_bytes, self.cfg.fetch_max_wait_ms, timeout).await {
             Ok(Fetch::Records(records, _)) => {
@@ -338,7 +341,10 @@ impl Stage {
             );
             // Acknowledged before the offsets that skip them commit: a crash can repeat a DLQ
             // record, never lose one.
-            self.dead.send(&taken).await.map_err(StoreError::Dlq)?;
+            self.dead
+                .send(&taken)
+                .await
+                .map_err(|e| StoreError::Dlq(Box::new(e)))?;
         }
         pending.recompute_tainted(&mut self.tainted);
         // Windows closed by these records commit with them (and with their offsets).

@@ -46,7 +46,8 @@ pub async fn write_records(
     let mut refused = Vec::new();
     // Ranges still to write, the next one on top: a refused range's halves go back on it, the
     // left one on top, so ranges are written in record order.
-    let mut todo: Vec<Range<usize>> = vec![0..records.len()];
+    let mut todo: Vec<Range<usize>> = Vec::with_capacity(64);
+    todo.push(0..records.len());
     while let Some(range) = todo.pop() {
         if range.is_empty() {
             continue;

@@ -36,6 +36,9 @@ async fn history_keys(db: &TestDb) -> Vec<(i32, i64)> {
     .collect()
 }
 
+/// A DLQ record as ConScope wrote it: key, value, `error` header.
+type DlqEntry = (Option<Vec<u8>>, Option<Vec<u8>>, String);
+
 /// Every (partition, offset) of the topic, exactly once.
 fn every_offset(hw: &[i64]) -> Vec<(i32, i64)> {
     hw.iter()
@@ -146,7 +149,7 @@ async fn produced_records_become_exactly_the_expected_rows_alerts_and_dlq_record
         .expect("dlq");
     assert_eq!(dlq.len(), 6);
     // By source offset: (key, value, error) exactly as ConScope wrote them.
-    let mut by_offset: HashMap<i64, (Option<Vec<u8>>, Option<Vec<u8>>, String)> = HashMap::new();
+    let mut by_offset: HashMap<i64, DlqEntry> = HashMap::new();
     for r in dlq {
         let h = &r.record.headers;
         assert_eq!(h["source_partition"], b"1");
