@@ -40,6 +40,7 @@ use crate::backoff::Backoff;
 use crate::config::{Config, KafkaConfig, WindowsConfig};
 use crate::detect::windows::{WindowKey, WindowRow};
 use crate::ingest::dlq::{Dlq, DlqRecord};
+use crate::ingest::parse::MAX_VALUE_BYTES;
 use crate::kafka::{self, Fetch, KafkaError};
 use crate::metrics::Metrics;
 use crate::runtime::messages::{CommittedBatch, DetectedBatch, Processed};
@@ -198,7 +199,8 @@ impl DeadLetters {
                 slot.insert(pc)
             }
         };
-        let max_bytes = self.cfg.fetch_max_record_bytes;
+        // A record that parsed is at most MAX_VALUE_BYTES: one fetch of that much holds it.
+        let max_bytes = self.cfg.fetch_max_bytes.max(2 * MAX_VALUE_BYTES as i32);
         match kafka::fetch(pc, offset, max_bytes, self.cfg.fetch_max_wait_ms, timeout).await {
             Ok(Fetch::Records(records, _)) => {
                 records.into_iter().find(|r| r.offset == offset).map(|r| r.record)
