@@ -77,31 +77,27 @@ impl Pending {
 
     /// Take the refused records (and the alerts they raised) out of the batch, marking the
     /// windows they counted in.
-    fn take_refused(
-        &mut self,
-        refused: Vec<Refused>,
-        cfg: &WindowsConfig,
-        tainted: &mut HashSet<WindowKey>,
-    ) -> Vec<(Processed, String)> {
-        let mut reasons: HashMap<usize, String> = refused.into_iter().map(|r| (r.index, r.reason)).collect();
-        let mut taken = Vec::with_capacity(reasons.len());
+    fn take_refused(&mut self, refused: Vec<Refused>, cfg: &WindowsConfig, tainted: &mut HashSet<WindowKey>) {
+        let indices: HashSet<usize> = refused.into_iter().map(|r| r.index).collect();
+        let mut taken = Vec::with_capacity(indices.len());
         let mut kept = Vec::with_capacity(self.batch.records.len());
         for (i, p) in std::mem::take(&mut self.batch.records).into_iter().enumerate() {
-            match reasons.remove(&i) {
-                Some(reason) => taken.push((p, reason)),
-                None => kept.push(p),
+            if indices.contains(&i) {
+                taken.push(p);
+            } else {
+                kept.push(p);
             }
         }
         self.batch.records = kept;
         let sources: BTreeSet<(i32, i64)> = taken
             .iter()
-            .map(|(p, _)| (p.record.partition, p.record.offset))
+            .map(|p| (p.record.partition, p.record.offset))
             .collect();
         self.batch
             .alerts
             .retain(|a| !sources.contains(&(a.source_partition, a.source_offset)));
         if cfg.enabled {
-            for (p, _) in &taken {
+            for p in &taken {
                 let e = &p.record.event;
                 let ts = e.timestamp.timestamp_millis();
                 for width in cfg.widths_ms() {
@@ -114,7 +110,6 @@ impl Pending {
                 }
             }
         }
-        taken
     }
 
     /// Closed windows that counted a refused record are recomputed from `price_history`
@@ -154,10 +149,10 @@ impl DeadLetters {
     }
 
     /// Produce the refused records to the DLQ; `Ok` once the broker acknowledged them.
-    async fn send(&self, refused: &[(Processed, String)]) -> Result<(), KafkaError> {
+    async fn send(&self, refused: &[(&Processed, &str)]) -> Result<(), KafkaError> {
         let mut clients: HashMap<i32, PartitionClient> = HashMap::new();
         let mut records = Vec::with_capacity(refused.len());
-        for (p, reason) in refused {
+        for &(p, reason) in refused {
             let (partition, offset) = (p.record.partition, p.record.offset);
             let original = self.original(&mut clients, partition, offset).await;
             // Read back failed (the record is gone): the event as ConScope read it.
@@ -172,7 +167,7 @@ impl DeadLetters {
             records.push(DlqRecord {
                 key,
                 value,
-                error: reason.clone(),
+                error: reason.to_string(),
                 source_partition: partition,
                 source_offset: offset,
                 timestamp,
@@ -333,20 +328,26 @@ impl Stage {
         let mut tx = client.transaction().await.map_err(StoreError::query("begin"))?;
         let refused = split::write_records(&mut tx, &pending.batch.records, &pending.batch.alerts).await?;
         if !refused.is_empty() {
-            let taken = pending.take_refused(refused, &cfg.windows, &mut self.tainted);
+            let records = &pending.batch.records;
+            let rejected: Vec<(&Processed, &str)> = refused
+                .iter()
+                .map(|r| (&records[r.index], r.reason.as_str()))
+                .collect();
             tracing::warn!(
-                records = taken.len(),
-                first_partition = taken[0].0.record.partition,
-                first_offset = taken[0].0.record.offset,
-                reason = %taken[0].1,
+                records = rejected.len(),
+                first_partition = rejected[0].0.record.partition,
+                first_offset = rejected[0].0.record.offset,
+                reason = rejected[0].1,
                 "PostgreSQL refused records of a batch; sending them to the DLQ, committing the rest"
             );
             // Acknowledged before the offsets that skip them commit: a crash can repeat a DLQ
-            // record, never lose one.
+            // record, never lose one. Only then do they leave the batch, so a failed send
+            // leaves them in it for the retry.
             self.dead
-                .send(&taken)
+                .send(&rejected)
                 .await
                 .map_err(|e| StoreError::Dlq(Box::new(e)))?;
+            pending.take_refused(refused, &cfg.windows, &mut self.tainted);
         }
         pending.recompute_tainted(&mut self.tainted);
         // Windows closed by these records commit with them (and with their offsets).

@@ -395,3 +395,60 @@ async fn a_commit_whose_answer_was_lost_is_found_in_the_stored_offsets_not_retri
         "the batch behind the lost answer was published too"
     );
 }
+
+#[tokio::test]
+async fn a_far_future_record_does_not_move_the_window_watermark() {
+    let db = TestDb::migrated().await.expect("db");
+    let mut cfg = harness::config(&db, 1);
+    cfg.windows.widths = vec!["1m".into()];
+    cfg.windows.allowed_lateness = Duration::from_secs(1);
+    let client = harness::create_topics(&cfg).await.expect("topics");
+    // Four minutes of observations from a minute boundary, with one dated 9999 a minute in.
+    let now = Utc::now();
+    let start = DateTime::from_timestamp((now.timestamp() / 60 - 10) * 60, 0).expect("time");
+    let mut records = Vec::new();
+    let mut last_good = start;
+    for i in 0..2_400 {
+        if i == 600 {
+            let mut v = good("A1", 80.0, start);
+            v["timestamp"] = "9999-12-31T23:59:59".into();
+            records.push((b"mock:A1".to_vec(), serde_json::to_vec(&v).expect("json")));
+        }
+        let at = start + TimeDelta::milliseconds(100 * i);
+        last_good = at;
+        let listing = format!("A{}", i % 20);
+        let v = good(&listing, 100.0 + (i % 3) as f64, at);
+        records.push((listing.into_bytes(), serde_json::to_vec(&v).expect("json")));
+    }
+    harness::produce_to(&client, &cfg.kafka.topics.raw_prices.name, 0, records)
+        .await
+        .expect("produce");
+    harness::run_to_end(&cfg, &db, &client).await.expect("engine");
+
+    let dlq = dlq(&client, &cfg).await;
+    let (_, _, error) = &dlq[&(0, 600)];
+    assert!(error.contains("more than 5m ahead of the clock"), "{error}");
+    let c = db.connect().await.expect("connect");
+    let watermark: DateTime<Utc> = c
+        .query_one("SELECT watermark FROM window_progress", &[])
+        .await
+        .expect("watermark")
+        .get(0);
+    assert!(
+        watermark <= last_good,
+        "watermark {watermark} is past the records"
+    );
+    // The windows after the far-future record closed on time: none of their records was late.
+    let windows: Vec<(i64, i64, i32)> = c
+        .query(
+            "SELECT extract(epoch FROM window_start - $1)::int8 / 60, observations, late_records
+               FROM price_windows ORDER BY window_start",
+            &[&start],
+        )
+        .await
+        .expect("windows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(windows, vec![(0, 600, 0), (1, 600, 0), (2, 600, 0)]);
+}
