@@ -375,8 +375,8 @@ impl Stage {
         }
         writer::store_offsets(&tx, writer::ENGINE_CONSUMER, topic, &pending.offsets).await?;
         if let Err(e) = tx.commit().await {
-            // No answer to COMMIT does not say it did not commit.
-            pending.maybe_committed = true;
+            // The server's error answer says it did not commit; no answer does not say it.
+            pending.maybe_committed = e.as_db_error().is_none();
             return Err(StoreError::query("commit")(e));
         }
         Ok(())

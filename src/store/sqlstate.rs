@@ -18,9 +18,9 @@ pub enum ErrorClass {
     Other,
 }
 
-/// Unique keys ConScope's own writes rely on. A violation of one is not a refused value: the
-/// rows were written before (a replayed batch), so the batch is retried, and the stored
-/// offsets decide whether it was done.
+/// Unique keys ConScope's own writes rely on. A violation of one is not a refused value but a
+/// sign the rows were written before (by a batch whose COMMIT went unanswered, which persist
+/// looks up in the stored offsets before retrying): the batch is retried whole, not split.
 const EXPECTED_KEYS: [&str; 7] = [
     "price_history_kafka_partition_kafka_offset_key",
     "events_event_id_key",
