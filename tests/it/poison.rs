@@ -452,3 +452,110 @@ async fn a_far_future_record_does_not_move_the_window_watermark() {
         .collect();
     assert_eq!(windows, vec![(0, 600, 0), (1, 600, 0), (2, 600, 0)]);
 }
+
+/// Log lines of the engine run in this (current-thread) test, as text.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut v) = self.0.lock() {
+            v.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        self.0
+            .lock()
+            .map(|v| String::from_utf8_lossy(&v).to_string())
+            .unwrap_or_default()
+    }
+
+    fn lines(&self, level: &str, message: &str) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|l| l.contains(level) && l.contains(message))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_failing_write_says_what_the_database_said_once_and_once_more_when_it_succeeds() {
+    let db = TestDb::migrated().await.expect("db");
+    let admin = db.connect().await.expect("connect");
+    let cfg = harness::config(&db, 1);
+    let client = harness::create_topics(&cfg).await.expect("topics");
+
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("conscope=debug")
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let token = CancellationToken::new();
+    let engine = tokio::spawn(conscope::runtime::run(cfg.clone(), token.clone()));
+    let started = Instant::now();
+    while logs.lines("INFO", "ingest started").is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the engine did not start:\n{}",
+            logs.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Writes fail (SQLSTATE 42P01) until the table is back.
+    admin
+        .batch_execute("ALTER TABLE price_history RENAME TO price_history_away")
+        .await
+        .expect("rename");
+    let at = Utc::now() - TimeDelta::minutes(1);
+    let records = (0..100)
+        .map(|i| {
+            let v = good(&format!("L{i}"), 20.0, at + TimeDelta::milliseconds(i));
+            (
+                format!("mock:L{i}").into_bytes(),
+                serde_json::to_vec(&v).expect("json"),
+            )
+        })
+        .collect();
+    harness::produce_to(&client, &cfg.kafka.topics.raw_prices.name, 0, records)
+        .await
+        .expect("produce");
+    while logs.lines("DEBUG", "batch write failed again").len() < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no retries seen:\n{}",
+            logs.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    admin
+        .batch_execute("ALTER TABLE price_history_away RENAME TO price_history")
+        .await
+        .expect("rename back");
+    let reached = harness::wait_for_offsets(&db, &cfg, &[100], Duration::from_secs(30)).await;
+    token.cancel();
+    engine.await.expect("join").expect("engine");
+    reached.expect("the batch is written once the table is back");
+
+    let warns = logs.lines("WARN", "batch write failed");
+    assert_eq!(warns.len(), 1, "one WARN for the whole outage: {warns:#?}");
+    assert!(
+        warns[0].contains("relation \"price_history\" does not exist (SQLSTATE 42P01)"),
+        "the database's message and SQLSTATE: {}",
+        warns[0]
+    );
+    assert!(!warns[0].contains(&db.url), "never the connection string");
+    let infos = logs.lines("INFO", "batch write succeeded again");
+    assert_eq!(infos.len(), 1, "one INFO when it recovers: {infos:#?}");
+}
