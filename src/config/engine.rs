@@ -52,6 +52,24 @@ impl Default for PipelineConfig {
     }
 }
 
+/// `[ingest]`: what a raw_prices record must keep to be accepted, beyond its shape.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// An observation time further than this ahead of the wall clock at ingest is refused
+    /// (to the DLQ): a far-future time would move the windows' watermark past every record.
+    #[serde(with = "humantime_serde")]
+    pub max_future_skew: Duration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_future_skew: crate::ingest::parse::limits::MAX_FUTURE_SKEW,
+        }
+    }
+}
+
 /// What to do with a record whose window has already been written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -24,7 +24,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use alert::{AlertConfig, NotifierConfig, NotifierKind, RateLimit, StartFrom, redact_webhook_url};
-pub use engine::{DetectConfig, LatePolicy, PipelineConfig, WindowsConfig};
+pub use engine::{DetectConfig, IngestConfig, LatePolicy, PipelineConfig, WindowsConfig};
 pub use secret::{Secret, redact_url};
 pub use sources::{SeatGeekConfig, TicketmasterConfig};
 pub use validate::Problem;
@@ -65,6 +65,7 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub postgres: PostgresConfig,
     pub pipeline: PipelineConfig,
+    pub ingest: IngestConfig,
     pub detect: DetectConfig,
     pub windows: WindowsConfig,
     pub sources: SourcesConfig,
@@ -81,6 +82,7 @@ impl Default for Config {
             kafka: KafkaConfig::default(),
             postgres: PostgresConfig::default(),
             pipeline: PipelineConfig::default(),
+            ingest: IngestConfig::default(),
             detect: DetectConfig::default(),
             windows: WindowsConfig::default(),
             sources: SourcesConfig::default(),

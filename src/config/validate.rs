@@ -173,6 +173,11 @@ impl Config {
         p.positive_duration(pl.shutdown_timeout, "pipeline.shutdown_timeout");
         p.positive_duration(pl.metrics_interval, "pipeline.metrics_interval");
         p.positive_duration(pl.restart_window, "pipeline.restart_window");
+        p.check(
+            (Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(&self.ingest.max_future_skew),
+            "ingest.max_future_skew",
+            "must be between 1s and 1day",
+        );
 
         let d = &self.detect;
         p.check(

@@ -13,6 +13,10 @@
 //! depend on the order records were processed in, which makes a rebuilt window (after a
 //! restart) equal to an uninterrupted one. Distinct listings are tracked as 64-bit hashes of
 //! the listing key.
+//!
+//! Ingest refuses observation times more than `ingest.max_future_skew` ahead of the clock, so
+//! no record can carry the watermark to the end of time; the arithmetic here saturates anyway,
+//! so no time or count can overflow it.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -27,6 +31,13 @@ pub struct WindowKey {
     pub source: String,
     pub width_ms: i64,
     pub start_ms: i64,
+}
+
+impl WindowKey {
+    /// Where the window ends (exclusive); the end of time for a window that would end past it.
+    pub fn end_ms(&self) -> i64 {
+        self.start_ms.saturating_add(self.width_ms)
+    }
 }
 
 /// One observation as windows need it (from a live record or a stored row).
@@ -144,7 +155,7 @@ impl Windows {
         let mut late_count = 0;
         for i in 0..self.widths.len() {
             let key = self.key(&o, self.widths[i]);
-            if key.start_ms + key.width_ms > self.watermark {
+            if key.end_ms() > self.watermark {
                 self.add(key, &o);
                 continue;
             }
@@ -156,7 +167,7 @@ impl Windows {
                 // Due but not handed out yet: merge in place.
                 self.add(key.clone(), &o);
                 if let Some(agg) = self.open.get_mut(&key) {
-                    agg.late += 1;
+                    agg.late = agg.late.saturating_add(1);
                 }
             } else {
                 written.push(key);
@@ -177,7 +188,7 @@ impl Windows {
         clock.0 = clock.0.max(o.ts_ms);
         for i in 0..self.widths.len() {
             let key = self.key(&o, self.widths[i]);
-            if key.start_ms + key.width_ms > self.watermark {
+            if key.end_ms() > self.watermark {
                 self.add(key, &o);
             }
         }
@@ -188,7 +199,7 @@ impl Windows {
             event_id: o.event_id.to_string(),
             source: o.source.to_string(),
             width_ms: width,
-            start_ms: o.ts_ms.div_euclid(width) * width,
+            start_ms: o.ts_ms.div_euclid(width).saturating_mul(width),
         }
     }
 
@@ -207,16 +218,16 @@ impl Windows {
             rises: 0,
             late: 0,
         });
-        agg.observations += 1;
+        agg.observations = agg.observations.saturating_add(1);
         agg.listings.insert(hash);
         agg.min = agg.min.min(o.price);
         agg.max = agg.max.max(o.price);
-        agg.sum += o.price;
+        agg.sum = agg.sum.saturating_add(o.price);
         agg.first = agg.first.min(stamp);
         agg.last = agg.last.max(stamp);
         match o.kind {
-            ChangeKind::Drop => agg.drops += 1,
-            ChangeKind::Increase => agg.rises += 1,
+            ChangeKind::Drop => agg.drops = agg.drops.saturating_add(1),
+            ChangeKind::Increase => agg.rises = agg.rises.saturating_add(1),
             ChangeKind::New | ChangeKind::Unchanged => {}
         }
     }
@@ -246,7 +257,7 @@ impl Windows {
     /// watermark moves to the end of the last of them, so a record for one of them that comes
     /// later is late for the written window instead of opening it again.
     pub fn close_all(&mut self, now: Instant) -> Vec<WindowRow> {
-        if let Some(end) = self.open.keys().map(|k| k.start_ms + k.width_ms).max() {
+        if let Some(end) = self.open.keys().map(WindowKey::end_ms).max() {
             self.watermark = self.watermark.max(end);
         }
         self.advance(now)
@@ -256,19 +267,14 @@ impl Windows {
     pub fn advance(&mut self, now: Instant) -> Vec<WindowRow> {
         self.move_watermark(now);
         let wm = self.watermark;
-        let due: Vec<WindowKey> = self
-            .open
-            .keys()
-            .filter(|k| k.start_ms + k.width_ms <= wm)
-            .cloned()
-            .collect();
+        let due: Vec<WindowKey> = self.open.keys().filter(|k| k.end_ms() <= wm).cloned().collect();
         let mut rows: Vec<WindowRow> = due
             .into_iter()
             .filter_map(|k| self.open.remove(&k).map(|agg| (k, agg)))
             .map(|(key, a)| WindowRow {
                 key,
                 observations: a.observations,
-                distinct_listings: a.listings.len() as i32,
+                distinct_listings: i32::try_from(a.listings.len()).unwrap_or(i32::MAX),
                 min: a.min,
                 max: a.max,
                 sum: a.sum,
@@ -419,6 +425,18 @@ mod tests {
         let rows = w.advance(now);
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].key.start_ms, 0);
+    }
+
+    #[test]
+    fn times_at_the_ends_of_the_range_neither_panic_nor_overflow() {
+        let now = Instant::now();
+        let mut w = Windows::new(&cfg(LatePolicy::Merge), None);
+        for (offset, ts) in [i64::MIN, -1, 0, i64::MAX - 1, i64::MAX].into_iter().enumerate() {
+            w.observe(obs("a", i64::MAX, ts, 0, offset as i64), now);
+        }
+        let rows: usize = w.advance(now).len() + w.close_all(now).len();
+        assert!(rows >= 3, "each distinct window is written once: {rows}");
+        assert_eq!(w.watermark(), Some(i64::MAX));
     }
 
     #[test]

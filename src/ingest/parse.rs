@@ -14,12 +14,17 @@
 //!   first ConScope wrote Python's naive `isoformat()`); `event_date` may also be a bare date;
 //! - `total_price` defaults to `price + fees` when absent; `quantity` defaults to 1.
 //!
-//! Everything else is a [`ParseError`] whose text is the DLQ `error` header.
+//! A record is then held to what PostgreSQL can store ([`limits`]): no NUL character in any
+//! text, each text within its byte limit, the observation time from 2000-01-01 to at most
+//! `ingest.max_future_skew` ahead of the clock, the show's date from 2000 to 2200, amounts
+//! within `numeric(10,2)`. Everything else is a [`ParseError`] whose text is the DLQ `error`
+//! header.
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeDelta, Utc};
 use simd_json::prelude::*;
 use simd_json::{Buffers, Tape, tape::Value};
 
@@ -29,6 +34,43 @@ use crate::model::{PriceEvent, Texts, cents};
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 /// Highest price PostgreSQL's `numeric(10,2)` columns can hold, in cents.
 const MAX_PRICE_CENTS: i64 = 9_999_999_999;
+
+/// The bounds a record must keep to be stored (docs/architecture.md, "Validation").
+pub mod limits {
+    use std::time::Duration;
+
+    /// Ids and short texts: `event_id`, `source`, `listing_id`, `section`, `row`, `seat`,
+    /// `delivery_method` (well under a btree index entry's 2,704 bytes, even as the fallback
+    /// listing key that joins five of them).
+    pub const ID_BYTES: usize = 256;
+    /// `event_name` and `venue`.
+    pub const NAME_BYTES: usize = 1024;
+    /// `listing_url`.
+    pub const URL_BYTES: usize = 2048;
+    /// `seller_notes`.
+    pub const NOTES_BYTES: usize = 4096;
+    /// Observation times and show dates before this are refused: 2000-01-01T00:00:00Z.
+    pub const EARLIEST_SECS: i64 = 946_684_800;
+    /// Show dates from this on are refused: 2200-01-01T00:00:00Z.
+    pub const EVENT_DATE_END_SECS: i64 = 7_258_118_400;
+    /// Default of `ingest.max_future_skew`: how far ahead of the clock an observation may be.
+    pub const MAX_FUTURE_SKEW: Duration = Duration::from_secs(5 * 60);
+}
+
+/// Each text's field name and byte limit, in [`Texts`] order.
+const TEXT_LIMITS: [(&str, usize); 11] = [
+    ("event_id", limits::ID_BYTES),
+    ("event_name", limits::NAME_BYTES),
+    ("venue", limits::NAME_BYTES),
+    ("source", limits::ID_BYTES),
+    ("section", limits::ID_BYTES),
+    ("row", limits::ID_BYTES),
+    ("seat", limits::ID_BYTES),
+    ("listing_id", limits::ID_BYTES),
+    ("listing_url", limits::URL_BYTES),
+    ("delivery_method", limits::ID_BYTES),
+    ("seller_notes", limits::NOTES_BYTES),
+];
 
 /// Why a record was refused. The `Display` text is what the DLQ `error` header says.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,6 +106,55 @@ pub struct Parser {
     tape: Option<Tape<'static>>,
     scratch: Vec<u8>,
     memo: Memo,
+    clock: Clock,
+}
+
+/// The range of observation times a record may have, read from the wall clock only when a
+/// record's time passes the last reading (so not once per record).
+struct Clock {
+    skew: TimeDelta,
+    earliest: DateTime<Utc>,
+    /// The wall clock plus `skew` when last read: never later than the true bound, so a time
+    /// at or before it is accepted without reading the clock again.
+    horizon: DateTime<Utc>,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new(limits::MAX_FUTURE_SKEW)
+    }
+}
+
+impl Clock {
+    fn new(skew: Duration) -> Self {
+        Self {
+            skew: TimeDelta::from_std(skew).unwrap_or(TimeDelta::MAX),
+            earliest: DateTime::from_timestamp(limits::EARLIEST_SECS, 0).unwrap_or_default(),
+            horizon: DateTime::<Utc>::MIN_UTC,
+        }
+    }
+
+    /// Why `t` is not an acceptable observation time, if it is not.
+    fn check(&mut self, t: DateTime<Utc>) -> Result<(), ParseError> {
+        if t < self.earliest {
+            return Err(invalid("timestamp", "is before 2000-01-01"));
+        }
+        if t > self.horizon {
+            self.horizon = Utc::now()
+                .checked_add_signed(self.skew)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC);
+            if t > self.horizon {
+                return Err(invalid(
+                    "timestamp",
+                    format!(
+                        "is more than {} ahead of the clock (ingest.max_future_skew)",
+                        humantime::format_duration(self.skew.to_std().unwrap_or_default())
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Texts that repeat from one record to the next, with what they were read as.
@@ -85,8 +176,18 @@ impl std::fmt::Debug for Parser {
 }
 
 impl Parser {
+    /// A parser refusing observations more than [`limits::MAX_FUTURE_SKEW`] ahead of the clock.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A parser refusing observations more than `skew` ahead of the clock
+    /// (`ingest.max_future_skew`).
+    pub fn with_max_future_skew(skew: Duration) -> Self {
+        Self {
+            clock: Clock::new(skew),
+            ..Self::default()
+        }
     }
 
     /// Parse and validate one record value. The event comes shared, as the engine's stages
@@ -99,7 +200,7 @@ impl Parser {
             return Err(ParseError::TooLarge(value.len()));
         }
         if let Some(fields) = flat::scan(value) {
-            return finish(fields, &mut self.memo);
+            return finish(fields, &mut self.memo, &mut self.clock);
         }
         self.parse_tape(value)
     }
@@ -112,7 +213,7 @@ impl Parser {
         let buffers = self.buffers.get_or_insert_with(|| Buffers::new(MAX_VALUE_BYTES));
         let mut tape = self.tape.take().map_or_else(|| Tape(Vec::new()), Tape::reset);
         let result = match simd_json::fill_tape(&mut self.scratch, buffers, &mut tape) {
-            Ok(()) => fields_from(tape.as_value()).and_then(|f| finish(f, &mut self.memo)),
+            Ok(()) => fields_from(tape.as_value()).and_then(|f| finish(f, &mut self.memo, &mut self.clock)),
             Err(e) => Err(ParseError::Json(e.to_string())),
         };
         self.tape = Some(tape.reset());
@@ -199,7 +300,7 @@ fn fields_from<'a>(root: Value<'_, 'a>) -> Result<Fields<'a>, ParseError> {
 }
 
 /// Validate the fields and build the event.
-fn finish(f: Fields<'_>, memo: &mut Memo) -> Result<Arc<PriceEvent>, ParseError> {
+fn finish(f: Fields<'_>, memo: &mut Memo, clock: &mut Clock) -> Result<Arc<PriceEvent>, ParseError> {
     let price = f.price.ok_or(ParseError::Missing("price"))?;
     if price <= 0 {
         return Err(invalid("price", "must be greater than 0"));
@@ -223,6 +324,7 @@ fn finish(f: Fields<'_>, memo: &mut Memo) -> Result<Arc<PriceEvent>, ParseError>
         &mut memo.day,
     )
     .ok_or_else(|| invalid("timestamp", "is not an ISO-8601 date-time"))?;
+    clock.check(timestamp)?;
     let event_date = match f.event_date {
         Some(s) if !s.is_empty() => match &memo.event_date {
             Some((text, t)) if text == s => Some(*t),
@@ -230,6 +332,13 @@ fn finish(f: Fields<'_>, memo: &mut Memo) -> Result<Arc<PriceEvent>, ParseError>
                 let t = parse_time(s)
                     .or_else(|| parse_date(s))
                     .ok_or_else(|| invalid("event_date", "is not an ISO-8601 date or date-time"))?;
+                let secs = t.timestamp();
+                if !(limits::EARLIEST_SECS..limits::EVENT_DATE_END_SECS).contains(&secs) {
+                    return Err(invalid(
+                        "event_date",
+                        "must be from 2000-01-01 to before 2200-01-01",
+                    ));
+                }
                 memo.event_date = Some((s.to_string(), t));
                 Some(t)
             }
@@ -249,6 +358,21 @@ fn finish(f: Fields<'_>, memo: &mut Memo) -> Result<Arc<PriceEvent>, ParseError>
         f.delivery_method,
         f.seller_notes,
     ];
+    // The flat pass refuses every control character, so only the tape path's texts (which may
+    // hold an escaped `\u0000`) can hold a NUL, which a PostgreSQL text cannot.
+    let may_hold_nul = f.record.is_empty();
+    for (text, (field, max)) in texts.iter().zip(TEXT_LIMITS) {
+        let Some(text) = text else { continue };
+        if text.len() > max {
+            return Err(invalid(
+                field,
+                format!("is {} bytes, over the {max}-byte limit", text.len()),
+            ));
+        }
+        if may_hold_nul && text.as_bytes().contains(&0) {
+            return Err(invalid(field, "contains a NUL character (\\u0000)"));
+        }
+    }
     Ok(Arc::new(PriceEvent {
         texts: Texts::build(f.record, texts),
         event_date,
@@ -434,5 +558,7 @@ fn parse_date(s: &str) -> Option<DateTime<Utc>> {
 }
 
 mod flat;
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests;

@@ -54,6 +54,8 @@ pub struct ReaderContext {
     pub metrics: Arc<Metrics>,
     pub dlq: Arc<Dlq>,
     pub tx: mpsc::Sender<IngestBatch>,
+    /// `ingest.max_future_skew`: how far ahead of the clock an observation may be.
+    pub max_future_skew: Duration,
 }
 
 /// Read `partition` from `start` (or the earliest offset) until `cancel` fires.
@@ -74,7 +76,7 @@ pub async fn run_partition(
     let progress = ctx.metrics.partition(partition);
     progress.committed.fetch_max(next, Relaxed);
     tracing::info!(topic, partition, next_offset = next, "ingest started");
-    let mut parser = Parser::new();
+    let mut parser = Parser::with_max_future_skew(ctx.max_future_skew);
     let max_wait = ctx.cfg.fetch_max_wait_ms;
     let mut max_bytes = ctx.cfg.fetch_max_bytes;
     loop {

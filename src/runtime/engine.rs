@@ -132,6 +132,7 @@ pub async fn run(ctx: EngineContext, cancel: CancellationToken) -> Result<(), En
             metrics: ctx.metrics.clone(),
             dlq: dlq.clone(),
             tx: ingest_tx.clone(),
+            max_future_skew: cfg.ingest.max_future_skew,
         };
         let start = stored.get(&partition).map(|(next, _)| *next);
         let token = stop_ingest.clone();
@@ -150,8 +151,10 @@ pub async fn run(ctx: EngineContext, cancel: CancellationToken) -> Result<(), En
         Stage::Detect
     });
     let (pool, pcfg, metrics) = (ctx.pool.clone(), cfg.clone(), ctx.metrics.clone());
-    stages
-        .spawn(async move { Stage::Persist(persist::run(pool, pcfg, detect_rx, persist_tx, metrics).await) });
+    let dead = persist::DeadLetters::new(dlq.clone(), ctx.kafka.clone(), &cfg.kafka);
+    stages.spawn(async move {
+        Stage::Persist(persist::run(pool, pcfg, detect_rx, persist_tx, metrics, dead).await)
+    });
     let pool = ctx.pool.clone();
     stages.spawn(async move { Stage::Publish(publish::run(publisher, pool, persist_rx).await) });
 

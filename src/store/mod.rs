@@ -6,6 +6,8 @@ pub mod migrate;
 pub mod offsets;
 pub mod persist;
 pub mod queries;
+pub mod split;
+pub mod sqlstate;
 pub mod watches;
 pub mod windows;
 pub mod writer;
@@ -16,8 +18,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
 use crate::config::{PostgresConfig, redact_url};
+pub use sqlstate::ErrorClass;
 
-/// A Postgres operation that failed. The URL in messages is always redacted.
+/// A Postgres operation that failed. The URL in messages is always redacted; a server error
+/// says the server's message and SQLSTATE ([`sqlstate::describe`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -28,11 +32,13 @@ pub enum StoreError {
     },
     #[error("cannot connect to PostgreSQL at {url}: {reason}")]
     Connect { url: String, reason: String },
-    #[error("PostgreSQL {operation} failed: {source}")]
+    #[error("PostgreSQL {operation} failed: {}", sqlstate::describe(.source))]
     Query {
         operation: &'static str,
         source: tokio_postgres::Error,
     },
+    #[error("sending records PostgreSQL refused to the DLQ: {0}")]
+    Dlq(Box<crate::kafka::KafkaError>),
     #[error("migration {file} failed, database left as it was: {reason}")]
     Migration { file: String, reason: String },
     #[error(
@@ -49,6 +55,23 @@ pub enum StoreError {
 impl StoreError {
     pub fn query(operation: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Self {
         move |source| Self::Query { operation, source }
+    }
+
+    /// How a write that failed with this error is handled.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Query { source, .. } => sqlstate::class_of(source),
+            Self::Connect { .. } | Self::Dlq(_) => ErrorClass::Transient,
+            _ => ErrorClass::Other,
+        }
+    }
+
+    /// The SQLSTATE the server answered with, if it answered.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            Self::Query { source, .. } => source.as_db_error().map(|db| db.code().code()),
+            _ => None,
+        }
     }
 }
 
@@ -89,7 +112,7 @@ pub async fn client(pool: &Pool, cfg: &PostgresConfig) -> Result<deadpool_postgr
     pool.get().await.map_err(|e| StoreError::Connect {
         url: redact_url(cfg.url.expose()),
         reason: match e {
-            deadpool_postgres::PoolError::Backend(e) => e.to_string(),
+            deadpool_postgres::PoolError::Backend(e) => sqlstate::describe(&e),
             other => other.to_string(),
         },
     })

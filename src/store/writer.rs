@@ -44,13 +44,24 @@ pub async fn write_batch(
     alerts: &[Alert],
     offsets: &BTreeMap<i32, i64>,
 ) -> Result<(), StoreError> {
+    write_records(tx, records, alerts).await?;
+    store_offsets(tx, ENGINE_CONSUMER, topic, offsets).await?;
+    Ok(())
+}
+
+/// Steps 1–4 of [`write_batch`]: every row derived from `records` and `alerts`, without the
+/// offsets. Writing consecutive runs of records one after the other gives the same rows as
+/// writing them at once (the split in [`super::split`] relies on it).
+pub async fn write_records(
+    tx: &Transaction<'_>,
+    records: &[Processed],
+    alerts: &[Alert],
+) -> Result<(), StoreError> {
     write_history(tx, records, alerts).await?;
     let mut states = ListingStates::default();
     states.add(records);
     upsert_listing_states(tx, &states).await?;
-    insert_alerts(tx, alerts).await?;
-    store_offsets(tx, ENGINE_CONSUMER, topic, offsets).await?;
-    Ok(())
+    insert_alerts(tx, alerts).await
 }
 
 /// A batch's history: its events' details (its alerts' events included) and its

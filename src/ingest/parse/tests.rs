@@ -64,6 +64,134 @@ fn bad_records_say_why() {
     }
 }
 
+/// A valid record with `field` set to the JSON value `value` (added when absent).
+fn with(field: &str, value: &str) -> Vec<u8> {
+    let mut v: serde_json::Value = serde_json::from_str(FIRST_CONSCOPE).expect("json");
+    v[field] = serde_json::from_str(value).expect("value json");
+    serde_json::to_vec(&v).expect("serializes")
+}
+
+fn refusal(record: &[u8]) -> String {
+    parse(record).expect_err("must be refused").to_string()
+}
+
+#[test]
+fn records_postgres_would_refuse_are_refused_with_the_reason() {
+    let long = format!("\"{}\"", "x".repeat(3_000));
+    let cases = [
+        (
+            "section",
+            r#""1\u00002""#.to_string(),
+            "field `section` contains a NUL character (\\u0000)",
+        ),
+        (
+            "seller_notes",
+            r#""\u0000""#.to_string(),
+            "field `seller_notes` contains a NUL character",
+        ),
+        (
+            "event_name",
+            r#""Caf\u00e9\u0000""#.to_string(),
+            "field `event_name` contains a NUL character",
+        ),
+        (
+            "timestamp",
+            r#""-5000-01-01T00:00:00""#.to_string(),
+            "field `timestamp` is before 2000-01-01",
+        ),
+        (
+            "timestamp",
+            r#""+262142-12-31T00:00:00""#.to_string(),
+            "field `timestamp` is more than 5m ahead of the clock",
+        ),
+        (
+            "timestamp",
+            r#""9999-12-31T23:59:59""#.to_string(),
+            "field `timestamp` is more than 5m ahead of the clock",
+        ),
+        (
+            "timestamp",
+            r#""1999-12-31T23:59:59Z""#.to_string(),
+            "field `timestamp` is before 2000-01-01",
+        ),
+        (
+            "event_id",
+            long.clone(),
+            "field `event_id` is 3000 bytes, over the 256-byte limit",
+        ),
+        (
+            "listing_id",
+            long.clone(),
+            "field `listing_id` is 3000 bytes, over the 256-byte limit",
+        ),
+        (
+            "venue",
+            long.clone(),
+            "field `venue` is 3000 bytes, over the 1024-byte limit",
+        ),
+        (
+            "listing_url",
+            format!("\"{}\"", "u".repeat(2_049)),
+            "field `listing_url` is 2049 bytes, over the 2048-byte limit",
+        ),
+        (
+            "event_date",
+            r#""1899-05-01""#.to_string(),
+            "field `event_date` must be from 2000-01-01 to before 2200-01-01",
+        ),
+        (
+            "event_date",
+            r#""+262142-12-31T00:00:00""#.to_string(),
+            "field `event_date` must be from 2000-01-01",
+        ),
+    ];
+    for (field, value, expected) in cases {
+        let err = refusal(&with(field, &value));
+        assert!(
+            err.starts_with(expected),
+            "{field} = {}: {err}",
+            &value[..value.len().min(40)]
+        );
+    }
+}
+
+#[test]
+fn texts_at_their_limit_and_old_history_are_accepted() {
+    let id = format!("\"{}\"", "i".repeat(limits::ID_BYTES));
+    assert_eq!(
+        parse(&with("listing_id", &id))
+            .expect("at the limit")
+            .listing_id()
+            .map(str::len),
+        Some(256)
+    );
+    let old = parse(&with("timestamp", r#""2000-01-01T00:00:00Z""#)).expect("2000 is in range");
+    assert_eq!(old.timestamp.timestamp(), limits::EARLIEST_SECS);
+    assert!(
+        parse(&with("timestamp", r#""2003-07-14T09:30:00""#)).is_ok(),
+        "a replay of 2003"
+    );
+    assert!(parse(&with("event_date", r#""2199-12-31""#)).is_ok());
+}
+
+#[test]
+fn an_observation_ahead_of_the_clock_is_refused_past_the_configured_skew() {
+    let ahead = |minutes: i64| {
+        let t = Utc::now() + TimeDelta::minutes(minutes);
+        with("timestamp", &format!("\"{}\"", t.format("%Y-%m-%dT%H:%M:%S%.6f")))
+    };
+    assert!(parse(&ahead(1)).is_ok(), "a minute of clock skew is fine");
+    assert!(refusal(&ahead(10)).contains("more than 5m ahead"));
+    let mut lenient = Parser::with_max_future_skew(Duration::from_secs(3_600));
+    assert!(lenient.parse(&ahead(10)).is_ok());
+    assert!(lenient.parse(&ahead(90)).is_err());
+    // The clock is read again when a record passes the last reading, so one refusal does not
+    // make the parser refuse what a later clock allows.
+    let mut p = Parser::new();
+    assert!(p.parse(&ahead(1)).is_ok());
+    assert!(p.parse(&ahead(-60)).is_ok());
+}
+
 #[test]
 fn a_five_megabyte_value_is_refused_without_parsing() {
     let big = vec![b'a'; 5 * 1024 * 1024];
@@ -133,7 +261,7 @@ fn paths_agree(value: &[u8]) -> Result<(), TestCaseError> {
     let tape = Parser::new().parse_tape(value);
     if let Some(fields) = flat::scan(value) {
         prop_assert_eq!(
-            finish(fields, &mut Memo::default()),
+            finish(fields, &mut Memo::default(), &mut Clock::default()),
             tape,
             "{}",
             String::from_utf8_lossy(value)
@@ -267,7 +395,7 @@ proptest! {
     fn serialized_events_parse_back(
         event_id in "[a-z_]{1,20}", section in "[A-Z0-9 ]{0,8}", seat in "[0-9]{0,3}",
         price_cents in 1i64..10_000_000, fees in proptest::option::of(0i64..100_000),
-        secs in 0i64..4_000_000_000, name in "\\PC{1,30}",
+        secs in limits::EARLIEST_SECS..1_780_000_000, name in "\\PC{1,30}",
     ) {
         let event = PriceEvent::from(PriceEventFields {
             event_id: event_id.into(),
