@@ -217,7 +217,7 @@ impl Windows {
         match o.kind {
             ChangeKind::Drop => agg.drops += 1,
             ChangeKind::Increase => agg.rises += 1,
-            ChangeKind::New | ChangeKind::Unchanged => {}
+            ChangeKind::New | ChangeKind::Unchanged | ChangeKind::OutOfOrder => {}
         }
     }
 

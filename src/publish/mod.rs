@@ -247,6 +247,7 @@ async fn unpublished_processed(
                 "drop" => ChangeKind::Drop,
                 "increase" => ChangeKind::Increase,
                 "unchanged" => ChangeKind::Unchanged,
+                "out_of_order" => ChangeKind::OutOfOrder,
                 _ => ChangeKind::New,
             };
             let timestamp: DateTime<Utc> = r.get(12);

@@ -39,6 +39,10 @@ pub const MIGRATIONS: &[Migration] = &[
         file: "005_history_without_fk.sql",
         sql: include_str!("../../sql/005_history_without_fk.sql"),
     },
+    Migration {
+        file: "006_out_of_order.sql",
+        sql: include_str!("../../sql/006_out_of_order.sql"),
+    },
 ];
 
 /// Arbitrary constant naming ConScope's migration lock.
