@@ -94,12 +94,13 @@ async fn a_postgres_password_with_url_punctuation_appears_in_no_output() {
         .expect("admin");
     tokio::spawn(conn);
     admin
-        .batch_execute(&format!(
-            "CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}';
-             CREATE DATABASE {database} OWNER {role};"
-        ))
+        .batch_execute(&format!("CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}'"))
         .await
-        .expect("role and database");
+        .expect("role");
+    admin
+        .batch_execute(&format!("CREATE DATABASE {database} OWNER {role}"))
+        .await
+        .expect("database");
     let url = format!("postgres://{role}:{IN_URL}@127.0.0.1:{}/{database}", pg.port);
     // The URL carries the real password: the server accepts it and refuses another.
     let _accepted = tokio_postgres::connect(&url, NoTls)
