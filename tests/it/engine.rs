@@ -4,10 +4,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use conscope::config::{Config, Secret};
-use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::{self, PrivateBroker, PrivatePg, Running, TestDb};
+use crate::kills;
 
 fn soak() -> bool {
     std::env::var("CONSCOPE_SOAK").is_ok_and(|v| v == "1")
@@ -238,17 +238,18 @@ async fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
     let hw = harness::high_watermarks(&client, &cfg).await.expect("hw");
     let path = harness::write_config(&cfg);
 
+    // Each kill lands while records are still unconsumed.
+    let total: i64 = hw.iter().sum();
     let mut rng = rand::thread_rng();
     for kill in 0..kills {
-        let mut run = Running::start(&path);
-        let wait = Duration::from_millis(rng.gen_range(800..2_500));
-        tokio::time::sleep(wait).await;
-        run.kill9();
-        let committed = db.count("SELECT count(*) FROM price_history").await;
-        eprintln!("kill {kill}: after {wait:?}, {committed} rows committed");
+        let at = kills::kill_mid_stream(&path, &db, &cfg, total, kills - kill, &mut rng).await;
+        eprintln!("kill {kill}: {at} of {total} records committed");
     }
     let mut run = Running::start(&path);
     harness::wait_for_offsets(&db, &cfg, &hw, Duration::from_secs(180))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", run.logs()));
+    kills::wait_published(&db, Duration::from_secs(60))
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", run.logs()));
     run.sigterm();
@@ -272,6 +273,7 @@ async fn sigkill_at_random_moments_loses_nothing_and_doubles_nothing() {
         );
         assert_eq!(db.count(&orphans).await, 0, "every {table} row's event is stored");
     }
+    kills::assert_outputs_complete(&client, &cfg, &every_offset(&hw), &killed_alerts).await;
 
     // The same feed, uninterrupted, into a fresh database.
     let clean = TestDb::migrated().await.expect("db");

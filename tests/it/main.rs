@@ -7,6 +7,7 @@ mod alerting;
 mod bench;
 mod engine;
 mod foundation;
+mod kills;
 mod order;
 mod pollers;
 mod secrets;
