@@ -43,6 +43,10 @@ pub const MIGRATIONS: &[Migration] = &[
         file: "006_out_of_order.sql",
         sql: include_str!("../../sql/006_out_of_order.sql"),
     },
+    Migration {
+        file: "007_history_delivery_notes.sql",
+        sql: include_str!("../../sql/007_history_delivery_notes.sql"),
+    },
 ];
 
 /// Arbitrary constant naming ConScope's migration lock.

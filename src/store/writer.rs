@@ -166,7 +166,7 @@ async fn upsert_events(
     Ok(())
 }
 
-const HISTORY_TYPES: [Type; 17] = [
+const HISTORY_TYPES: [Type; 19] = [
     Type::TEXT,
     Type::TEXT,
     Type::TEXT,
@@ -184,6 +184,8 @@ const HISTORY_TYPES: [Type; 17] = [
     Type::TEXT,
     Type::INT4,
     Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
 ];
 
 async fn copy_history(tx: &Transaction<'_>, records: &[Processed]) -> Result<(), StoreError> {
@@ -194,7 +196,8 @@ async fn copy_history(tx: &Transaction<'_>, records: &[Processed]) -> Result<(),
         .copy_in(
             "COPY price_history (event_id, listing_key, source, section, \"row\", seat, price, fees,
                  total_price, \"timestamp\", listing_id, listing_url, quantity, previous_price,
-                 change_kind, kafka_partition, kafka_offset) FROM STDIN (FORMAT binary)",
+                 change_kind, kafka_partition, kafka_offset, delivery_method, seller_notes)
+                 FROM STDIN (FORMAT binary)",
         )
         .await
         .map_err(StoreError::query("start COPY price_history"))?;
@@ -206,7 +209,7 @@ async fn copy_history(tx: &Transaction<'_>, records: &[Processed]) -> Result<(),
         let fees = e.fees.map(dollars);
         let total = dollars(e.total_price);
         let previous = p.change.previous_cents.map(dollars);
-        let row: [&(dyn ToSql + Sync); 17] = [
+        let row: [&(dyn ToSql + Sync); 19] = [
             &e.event_id(),
             &p.listing_key.as_str(),
             &e.source(),
@@ -224,6 +227,8 @@ async fn copy_history(tx: &Transaction<'_>, records: &[Processed]) -> Result<(),
             &p.change.kind.as_str(),
             &p.record.partition,
             &p.record.offset,
+            &e.delivery_method(),
+            &e.seller_notes(),
         ];
         writer
             .as_mut()
