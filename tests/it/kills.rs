@@ -84,8 +84,11 @@ pub async fn kill_mid_stream(
     at_kill
 }
 
-/// Every record of every partition of `topic`: (key, value as JSON).
-async fn records(client: &rskafka::client::Client, topic: &str, partitions: i32) -> Vec<(Vec<u8>, Value)> {
+/// A record's key and its value read as JSON.
+type Keyed = (Vec<u8>, Value);
+
+/// Every record of every partition of `topic`.
+async fn records(client: &rskafka::client::Client, topic: &str, partitions: i32) -> Vec<Keyed> {
     let mut out = Vec::new();
     for p in 0..partitions {
         for r in crate::harness::read_all(client, topic, p)
@@ -112,7 +115,7 @@ pub async fn assert_outputs_complete(
     alert_ids: &BTreeSet<String>,
 ) {
     let t = &cfg.kafka.topics;
-    let mut processed: BTreeMap<(i32, i64), Vec<(Vec<u8>, Value)>> = BTreeMap::new();
+    let mut processed: BTreeMap<(i32, i64), Vec<Keyed>> = BTreeMap::new();
     for (key, value) in records(client, &t.processed_prices.name, t.processed_prices.partitions).await {
         let source = (
             value["source_partition"].as_i64().expect("source_partition") as i32,
