@@ -1,7 +1,8 @@
 //! Secrets stay inside the process: a `postgres.url` whose password is full of URL punctuation,
 //! used by a real `conscope run` against a Postgres that checks passwords, appears in none of
-//! its outputs — `check-config`, the logs, `/api/engine`, `/metrics`, `system_metrics` (table
-//! and topic) — nor in the errors when the URL's database does not exist.
+//! its outputs — `check-config`, the logs, `/api/engine`, `/metrics`, `/health/ready`,
+//! `system_metrics` (table and topic), also while Postgres is down — nor in the errors when the
+//! URL's database does not exist.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -207,7 +208,34 @@ async fn a_postgres_password_with_url_punctuation_appears_in_no_output() {
         .map(|r| r.get(0))
         .collect();
     assert!(!snapshots.is_empty());
+    // Postgres goes away under the running engine: what it reports then names the URL.
+    pg.pause().expect("stop postgres");
+    let started = Instant::now();
+    let unready = loop {
+        let res = reqwest::get(format!("{base}/health/ready"))
+            .await
+            .expect("/health/ready");
+        if res.status() != 200 {
+            break res.text().await.expect("body");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "still ready without Postgres:\n{}",
+            read(&log)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let engine_down = reqwest::get(format!("{base}/api/engine"))
+        .await
+        .expect("/api/engine")
+        .text()
+        .await
+        .expect("body");
     stop(&mut run);
+    pg.resume().expect("start postgres");
+    assert!(unready.contains("\"postgres\":{\"ok\":false"), "{unready}");
+    assert_no_secret("/health/ready without Postgres", &unready);
+    assert_no_secret("/api/engine without Postgres", &engine_down);
     let topic = harness::read_all(&client, &cfg.kafka.topics.system_metrics.name, 0)
         .await
         .expect("system_metrics topic");
