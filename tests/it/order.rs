@@ -298,3 +298,113 @@ async fn a_replay_of_older_history_beside_the_live_state_does_not_rewind_it() {
     let _ = std::fs::remove_file(config);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_out_of_order_observation_fires_no_watch() {
+    use conscope::alert::rules::Trigger;
+    use conscope::alert::watch::{self, NewWatch};
+    use conscope::config::{NotifierConfig, NotifierKind, Secret};
+
+    let db = TestDb::migrated().await.expect("db");
+    let mut cfg = harness::config(&db, 2);
+    cfg.alert.enabled = true;
+    cfg.alert.poll_interval = Duration::from_millis(100);
+    cfg.alert.watch_refresh = Duration::from_millis(100);
+    // Deliveries are not under test: the channel points at a closed port.
+    cfg.alert.notifiers.insert(
+        "hook".into(),
+        NotifierConfig {
+            kind: NotifierKind::Webhook,
+            url: Secret::new("http://127.0.0.1:9/hook"),
+            headers: Default::default(),
+            rate_limits: None,
+        },
+    );
+    let c = db.connect().await.expect("connect");
+    let watch_id = watch::insert(
+        &c,
+        &NewWatch {
+            user_id: Some("tester".into()),
+            event_id: Some("show1".into()),
+            event_name_pattern: None,
+            section: None,
+            max_row: None,
+            max_price: None,
+            trigger: Trigger::AtOrBelow { target: 6_000 },
+            channel: "hook".into(),
+            notify_on_first_sight: false,
+            cooldown_seconds: 0,
+        },
+    )
+    .await
+    .expect("watch");
+    let client = harness::create_topics(&cfg).await.expect("topics");
+    let raw = &cfg.kafka.topics.raw_prices.name;
+    let token = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(conscope::runtime::run(cfg.clone(), token.clone()));
+    let steps = [
+        (0, at(100.0, "2026-11-21T10:00:00")),
+        (0, at(100.0, "2026-11-21T10:05:00")),
+        // $50 would be at or below the watch's $60, but it was observed before 10:05.
+        (1, at(50.0, "2026-11-21T10:02:00")),
+        (0, at(55.0, "2026-11-21T10:06:00")),
+    ];
+    for (p, record) in steps {
+        harness::produce_to(&client, raw, p, vec![record])
+            .await
+            .expect("produce");
+        let hw = harness::high_watermarks(&client, &cfg).await.expect("hw");
+        harness::wait_for_offsets(&db, &cfg, &hw, Duration::from_secs(60))
+            .await
+            .expect("committed");
+    }
+    // The alert task has evaluated every processed_prices record.
+    let processed = &cfg.kafka.topics.processed_prices;
+    let started = Instant::now();
+    loop {
+        let mut behind = 0;
+        for p in 0..processed.partitions {
+            let end = harness::read_all(&client, &processed.name, p)
+                .await
+                .expect("read")
+                .last()
+                .map_or(0, |r| r.offset + 1);
+            let next: i64 = c
+                .query_opt(
+                    "SELECT next_offset FROM kafka_offsets
+                      WHERE consumer = 'alert' AND topic = $1 AND \"partition\" = $2",
+                    &[&processed.name, &p],
+                )
+                .await
+                .expect("offsets")
+                .map_or(0, |r| r.get(0));
+            behind += (end - next).max(0);
+        }
+        if behind == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{behind} not evaluated"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    token.cancel();
+    task.await.expect("join").expect("engine ran cleanly");
+    let fired: Vec<(i32, i64, String)> = c
+        .query(
+            "SELECT kafka_partition, kafka_offset, new_price::text FROM price_alerts
+              WHERE rule = $1 ORDER BY 1, 2",
+            &[&format!("watch:{watch_id}")],
+        )
+        .await
+        .expect("watch alerts")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        fired,
+        [(0, 2, "55.00".to_string())],
+        "the watch fired on the latest $55, not on the older $50"
+    );
+}
