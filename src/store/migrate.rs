@@ -44,8 +44,8 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../sql/006_out_of_order.sql"),
     },
     Migration {
-        file: "007_history_delivery_notes.sql",
-        sql: include_str!("../../sql/007_history_delivery_notes.sql"),
+        file: "008_history_delivery_notes.sql",
+        sql: include_str!("../../sql/008_history_delivery_notes.sql"),
     },
 ];
 
