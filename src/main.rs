@@ -49,6 +49,11 @@ enum Command {
         #[command(subcommand)]
         action: conscope::alert::cli::WatchCommand,
     },
+    /// List alert deliveries and put failed ones back to pending (`alerts redeliver`).
+    Alerts {
+        #[command(subcommand)]
+        action: conscope::alert::admin::AlertsCommand,
+    },
     /// Produce simulated price observations to raw_prices (deterministic for a seed).
     Simulate {
         /// How many observations to produce.
@@ -176,6 +181,7 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             listings,
         } => simulate(config, events, rate, seed, listings).await?,
         Command::Watch { action } => conscope::alert::cli::run(action, &config).await?,
+        Command::Alerts { action } => conscope::alert::admin::run(action, &config).await?,
         Command::Bench(args) => conscope::bench::command(config, args)
             .await
             .context("conscope bench")?,

@@ -47,6 +47,9 @@ pub struct Counters {
     pub alert_deliveries_sent: AtomicU64,
     pub alert_deliveries_failed: AtomicU64,
     pub alert_delivery_retries: AtomicU64,
+    /// Alerts sent again although an earlier request carrying them may have been taken: its
+    /// answer was a 5xx or never came, or the process stopped before recording it.
+    pub alert_possible_repeats: AtomicU64,
     /// 429 answers from notifiers, and the total time they asked us to wait.
     pub alert_rate_limited: AtomicU64,
     pub alert_retry_after_ms: AtomicU64,

@@ -126,7 +126,7 @@ pub async fn run_partition(
         let from = next;
         let mut out = Vec::with_capacity(records.len());
         for r in records.into_iter().filter(|r| r.offset >= from) {
-            next = r.offset + 1;
+            next = r.offset.saturating_add(1);
             out.push((r.offset, r.record.value.unwrap_or_default()));
         }
         if out.is_empty() {

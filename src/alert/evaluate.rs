@@ -277,7 +277,7 @@ impl Evaluator {
 /// The alert a watch raises for `p`, compared against `reference`.
 pub fn watch_alert(w: &Watch, p: &ProcessedPrice, reference: i64) -> AlertMessage {
     let rule = w.rule();
-    let drop = reference - p.event.price;
+    let drop = reference.saturating_sub(p.event.price);
     AlertMessage {
         alert: Alert {
             alert_id: alert_id(&p.listing_key, p.source_partition, p.source_offset, &rule),
@@ -317,7 +317,13 @@ async fn baseline(tx: &Transaction<'_>, needs: Needs, p: &ProcessedPrice) -> Res
             .await
             .map_err(StoreError::query("read listing low"))?,
         Needs::ListingLowSince { days } => {
-            let since: DateTime<Utc> = p.event.timestamp - chrono::Duration::days(i64::from(days));
+            // Checked, and never before 1970 (no history is older; Postgres refuses chrono's
+            // earliest dates): a lookback reaching further means all of the history.
+            let since: DateTime<Utc> = p
+                .event
+                .timestamp
+                .checked_sub_signed(chrono::Duration::days(i64::from(days)))
+                .map_or(DateTime::UNIX_EPOCH, |t| t.max(DateTime::UNIX_EPOCH));
             tx.query_one(
                 "SELECT min(price) FROM price_history
                   WHERE listing_key = $1 AND \"timestamp\" >= $4

@@ -38,7 +38,8 @@ pub fn money(cents: i64) -> String {
 
 /// `−$26.00 (−15.5%)` for a move from `old` to `new`.
 pub fn change(old: i64, new: i64) -> String {
-    let diff = new - old;
+    // Saturating: an absurd pair of prices reads wrong, it never panics.
+    let diff = new.saturating_sub(old);
     let pct = if old == 0 {
         0.0
     } else {
@@ -160,6 +161,14 @@ mod tests {
     fn change_shows_amount_and_percent() {
         assert_eq!(change(16_800, 14_200), "−$26.00 (−15.5%)");
         assert_eq!(change(10_000, 12_000), "+$20.00 (+20.0%)");
+    }
+
+    #[test]
+    fn extreme_amounts_never_panic() {
+        assert_eq!(money(i64::MIN), "−$92,233,720,368,547,758.08");
+        for (old, new) in [(i64::MIN, i64::MAX), (i64::MAX, i64::MIN), (0, i64::MIN)] {
+            assert!(!change(old, new).is_empty());
+        }
     }
 
     #[test]

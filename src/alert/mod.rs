@@ -14,19 +14,24 @@
 //!                            ▼
 //!  sender ×channel (independent; instance 0 only): due pending rows → coalesce (discord: ≤ 10
 //!     embeds, ≤ 6000 chars) → rate limiter → POST → 2xx sent · 429 wait retry_after ·
-//!     5xx/network retry with backoff (attempts, next_attempt_at, last_error in the row) ·
-//!     404/410 notifier disabled · other 4xx failed
+//!     5xx/network retry with backoff until alert.backoff.deadline (attempts, next_attempt_at,
+//!     last_error in the row) · 404/410 retried, the channel disabled once they persist
+//!     (gone.rs; its rows wait) · other 4xx failed
 //! ```
 //!
 //! Guarantees: a delivery row exists before anything is sent; a row is marked sent only after a
-//! 2xx and a sent row is never picked again; retries live in Postgres and survive restarts. The
-//! one window that can repeat a message is a crash between a notifier's 2xx and the update that
-//! records it. Only instance 0 sends, so each webhook has exactly one rate limiter.
+//! 2xx and a sent row is never picked again; retries live in Postgres and survive restarts, and
+//! end only at the deadline. A message is sent again only after a request that may have been
+//! taken: a 5xx, no answer after it went out, or a stop between the answer and its record
+//! (counted in `alert_possible_repeats`). Only instance 0 sends, so each webhook has exactly one
+//! rate limiter. `admin.rs` is `conscope alerts list|redeliver`.
 
+pub mod admin;
 pub mod cli;
 pub mod consumer;
 pub mod evaluate;
 pub mod format;
+pub mod gone;
 pub mod notifiers;
 pub mod queue;
 pub mod ratelimit;

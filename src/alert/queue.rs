@@ -1,6 +1,8 @@
 //! The delivery queue in Postgres: `alert_deliveries` rows (one per alert and channel, written
 //! before anything is sent), picking a channel's due rows, recording each answer, and
-//! `notifier_state` (channels disabled by a 404).
+//! `notifier_state` (channels disabled by a persistent 404). A disabled channel's rows stay
+//! `pending`: they wait for it to be enabled again. (`disabled` rows exist only from older
+//! versions; `conscope alerts redeliver` puts them back to pending.)
 //!
 //! Every update of a row after a send is guarded by `status = 'pending'`, so a row once sent,
 //! failed or disabled never changes again, and is never picked again.
@@ -68,6 +70,14 @@ pub async fn insert_watch(
     Ok(())
 }
 
+/// Longest delay written to `next_attempt_at` (far beyond any sensible backoff; keeps the
+/// interval arithmetic in Postgres in range whatever the configuration says).
+const MAX_DELAY: Duration = Duration::from_secs(366 * 86_400);
+
+fn delay_secs(d: Duration) -> f64 {
+    d.min(MAX_DELAY).as_secs_f64()
+}
+
 /// The channel's pending deliveries that are due, oldest first. Rows whose stored alert cannot
 /// be read come back as `Err((alert_id, reason))` so the caller fails them.
 pub async fn due(
@@ -77,7 +87,8 @@ pub async fn due(
 ) -> Result<Vec<Result<Pending, (String, String)>>, StoreError> {
     let rows = client
         .query(
-            "SELECT d.alert_id, a.payload, d.attempts, d.created_at
+            "SELECT d.alert_id, a.payload, d.attempts, COALESCE(d.retry_from, d.created_at),
+                    d.maybe_delivered
                FROM alert_deliveries d JOIN price_alerts a USING (alert_id)
               WHERE d.channel = $1 AND d.status = 'pending' AND d.next_attempt_at <= now()
               ORDER BY d.next_attempt_at, d.created_at, d.alert_id
@@ -95,7 +106,8 @@ pub async fn due(
                 Ok(message) => Ok(Pending {
                     message,
                     attempts: r.get(2),
-                    created_at: r.get(3),
+                    retry_from: r.get(3),
+                    maybe_delivered: r.get(4),
                 }),
                 Err(e) => Err((id, format!("the stored alert cannot be read: {e}"))),
             }
@@ -115,7 +127,24 @@ pub async fn next_due_in(client: &impl GenericClient, channel: &str) -> Result<O
         .map_err(StoreError::query("read next due delivery"))?;
     Ok(row
         .get::<_, Option<f64>>(0)
-        .map(|s| Duration::from_secs_f64(s.clamp(0.0, 86_400.0))))
+        .map(|s| Duration::try_from_secs_f64(s.clamp(0.0, 86_400.0)).unwrap_or_default()))
+}
+
+/// The rows are about to be sent: until an answer says otherwise, each may reach the notifier.
+pub async fn mark_in_flight(
+    client: &impl GenericClient,
+    channel: &str,
+    ids: &[String],
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            "UPDATE alert_deliveries SET maybe_delivered = true, updated_at = now()
+              WHERE channel = $1 AND alert_id = ANY($2) AND status = 'pending'",
+            &[&channel, &ids],
+        )
+        .await
+        .map_err(StoreError::query("mark deliveries in flight"))?;
+    Ok(())
 }
 
 /// A 2xx: the rows are sent.
@@ -128,7 +157,7 @@ pub async fn mark_sent(
     client
         .execute(
             "UPDATE alert_deliveries SET status = 'sent', attempts = attempts + 1, http_status = $3,
-                    last_error = NULL, sent_at = now(), updated_at = now()
+                    last_error = NULL, sent_at = now(), maybe_delivered = false, updated_at = now()
               WHERE channel = $1 AND alert_id = ANY($2) AND status = 'pending'",
             &[&channel, &ids, &i32::from(status)],
         )
@@ -147,7 +176,7 @@ pub async fn mark_rate_limited(
 ) -> Result<(), StoreError> {
     client
         .execute(
-            "UPDATE alert_deliveries SET http_status = $3, last_error = $4,
+            "UPDATE alert_deliveries SET http_status = $3, last_error = $4, maybe_delivered = false,
                     next_attempt_at = now() + make_interval(secs => $5), updated_at = now()
               WHERE channel = $1 AND alert_id = ANY($2) AND status = 'pending'",
             &[
@@ -155,7 +184,7 @@ pub async fn mark_rate_limited(
                 &ids,
                 &i32::from(status),
                 &error,
-                &retry_after.as_secs_f64(),
+                &delay_secs(retry_after),
             ],
         )
         .await
@@ -170,42 +199,45 @@ pub enum Retry {
     GiveUp(String),
 }
 
-/// Decide a row's next step after its attempt number `attempts` (counting this one) failed.
-pub fn next_step(
-    attempts: i32,
-    created_at: DateTime<Utc>,
-    now: DateTime<Utc>,
-    max_attempts: u32,
-    backoff: &BackoffConfig,
-) -> Retry {
-    if attempts >= max_attempts as i32 {
-        return Retry::GiveUp(format!("gave up after {attempts} attempts"));
-    }
-    let delay = Backoff::delay_for_attempt(backoff, attempts.max(1) as u32);
-    let age = (now - created_at).to_std().unwrap_or_default();
-    if age + delay > backoff.deadline {
+/// Decide a row's next step after its attempt number `attempts` (counting this one) failed,
+/// its retry budget having started at `since`. Only the deadline ends retrying: a row is given
+/// up once the next try would come later than `backoff.deadline` after `since`. The count of
+/// attempts only grows the delay and is reported.
+pub fn next_step(attempts: i32, since: DateTime<Utc>, now: DateTime<Utc>, backoff: &BackoffConfig) -> Retry {
+    let attempt = u32::try_from(attempts.max(1)).unwrap_or(1);
+    let delay = Backoff::delay_for_attempt(backoff, attempt).min(MAX_DELAY);
+    // A `since` in the future (a clock step back) counts as now; extreme values cannot overflow.
+    let age = now.signed_duration_since(since).to_std().unwrap_or_default();
+    let past_deadline = age
+        .checked_add(delay)
+        .is_none_or(|next_try| next_try > backoff.deadline);
+    if past_deadline {
         return Retry::GiveUp(format!(
-            "gave up after {attempts} attempts: still failing {} after it was raised",
-            humantime::format_duration(Duration::from_secs(age.as_secs()))
+            "gave up after {attempts} attempts: still failing {} after it was raised \
+             (alert.backoff.deadline {})",
+            humantime::format_duration(Duration::from_secs(age.as_secs())),
+            humantime::format_duration(backoff.deadline)
         ));
     }
     Retry::After(delay)
 }
 
-/// A failed attempt that may be retried (5xx, network): per row, retry later or give up.
-/// Returns how many rows gave up.
+/// A failed attempt that may be retried (5xx, network, a 404 not yet persistent): per row,
+/// retry later or give up. `maybe_delivered`: the notifier may have taken the message (a 5xx or
+/// no answer after sending), so the retry is a possible repeat. Returns how many rows gave up.
 pub async fn mark_retry(
     client: &impl GenericClient,
     channel: &str,
     rows: &[(String, Retry)],
     status: Option<u16>,
     error: &str,
+    maybe_delivered: bool,
 ) -> Result<u64, StoreError> {
     let ids: Vec<&str> = rows.iter().map(|(id, _)| id.as_str()).collect();
     let delays: Vec<f64> = rows
         .iter()
         .map(|(_, r)| match r {
-            Retry::After(d) => d.as_secs_f64(),
+            Retry::After(d) => delay_secs(*d),
             Retry::GiveUp(_) => 0.0,
         })
         .collect();
@@ -224,10 +256,18 @@ pub async fn mark_retry(
                     status = CASE WHEN t.why IS NULL THEN 'pending' ELSE 'failed' END,
                     last_error = CASE WHEN t.why IS NULL THEN $4 ELSE t.why || ': ' || $4 END,
                     next_attempt_at = now() + make_interval(secs => t.delay),
-                    updated_at = now()
+                    maybe_delivered = $7, updated_at = now()
                FROM UNNEST($2::text[], $5::float8[], $6::text[]) AS t (id, delay, why)
               WHERE d.channel = $1 AND d.alert_id = t.id AND d.status = 'pending'",
-            &[&channel, &ids, &status, &error, &delays, &failed],
+            &[
+                &channel,
+                &ids,
+                &status,
+                &error,
+                &delays,
+                &failed,
+                &maybe_delivered,
+            ],
         )
         .await
         .map_err(StoreError::query("record failed attempts"))?;
@@ -245,7 +285,7 @@ pub async fn mark_failed(
     client
         .execute(
             "UPDATE alert_deliveries SET status = 'failed', attempts = attempts + 1, http_status = $3,
-                    last_error = $4, updated_at = now()
+                    last_error = $4, maybe_delivered = false, updated_at = now()
               WHERE channel = $1 AND alert_id = ANY($2) AND status = 'pending'",
             &[&channel, &ids, &status.map(i32::from), &error],
         )
@@ -254,7 +294,7 @@ pub async fn mark_failed(
 }
 
 /// Count one attempt of rows that will be retried at once, one by one (a coalesced request
-/// that was refused).
+/// that was refused), or that wait for their disabled channel (a 404 that disabled it).
 pub async fn count_attempt(
     client: &impl GenericClient,
     channel: &str,
@@ -265,31 +305,13 @@ pub async fn count_attempt(
     client
         .execute(
             "UPDATE alert_deliveries SET attempts = attempts + 1, http_status = $3, last_error = $4,
-                    updated_at = now()
+                    maybe_delivered = false, updated_at = now()
               WHERE channel = $1 AND alert_id = ANY($2) AND status = 'pending'",
             &[&channel, &ids, &i32::from(status), &error],
         )
         .await
         .map_err(StoreError::query("count delivery attempt"))?;
     Ok(())
-}
-
-/// The channel is disabled: every pending row of it becomes `disabled`. Returns how many.
-pub async fn disable_pending(
-    client: &impl GenericClient,
-    channel: &str,
-    status: Option<u16>,
-    error: &str,
-) -> Result<u64, StoreError> {
-    client
-        .execute(
-            "UPDATE alert_deliveries SET status = 'disabled', http_status = COALESCE($2, http_status),
-                    last_error = $3, updated_at = now()
-              WHERE channel = $1 AND status = 'pending'",
-            &[&channel, &status.map(i32::from), &error],
-        )
-        .await
-        .map_err(StoreError::query("disable deliveries"))
 }
 
 /// Why a channel is disabled, if it is (and its URL is still the one that was refused).
@@ -350,7 +372,7 @@ pub async fn disable(
     Ok(())
 }
 
-/// Enable a channel again (a new URL, or a successful test). Returns whether it was disabled.
+/// Enable a channel again (`alerts redeliver`, or a successful `watch test`). Returns whether it was disabled.
 pub async fn enable(client: &impl GenericClient, channel: &str) -> Result<bool, StoreError> {
     let n = client
         .execute("DELETE FROM notifier_state WHERE channel = $1", &[&channel])
@@ -374,29 +396,59 @@ mod tests {
     }
 
     #[test]
-    fn failed_attempts_back_off_then_give_up_at_the_budget() {
+    fn many_failed_attempts_keep_retrying_while_the_deadline_allows() {
         let now = Utc::now();
+        let raised = now - chrono::Duration::minutes(3);
         assert_eq!(
-            next_step(1, now, now, 3, &backoff()),
+            next_step(1, now, now, &backoff()),
             Retry::After(Duration::from_secs(1))
         );
         assert_eq!(
-            next_step(2, now, now, 3, &backoff()),
+            next_step(2, now, now, &backoff()),
             Retry::After(Duration::from_secs(2))
         );
-        assert!(
-            matches!(next_step(3, now, now, 3, &backoff()), Retry::GiveUp(why) if why.contains("3 attempts"))
+        // Far more than eight attempts in, an hour's deadline still retries at the cap.
+        assert_eq!(
+            next_step(40, raised, now, &backoff()),
+            Retry::After(Duration::from_secs(60))
         );
     }
 
     #[test]
-    fn a_delivery_older_than_the_deadline_is_not_retried() {
+    fn a_delivery_past_the_deadline_is_given_up_with_the_reason() {
         let now = Utc::now();
-        let raised = now - chrono::Duration::hours(2);
-        assert!(matches!(
-            next_step(1, raised, now, 10, &backoff()),
-            Retry::GiveUp(_)
-        ));
+        let raised = now - chrono::Duration::minutes(59) - chrono::Duration::seconds(30);
+        let Retry::GiveUp(why) = next_step(12, raised, now, &backoff()) else {
+            panic!("retried past the deadline");
+        };
+        assert!(why.contains("12 attempts") && why.contains("59m 30s"), "{why}");
+        assert!(why.contains("alert.backoff.deadline 1h"), "{why}");
+    }
+
+    #[test]
+    fn extreme_times_and_budgets_never_panic() {
+        // The largest policy config validation lets through is far smaller than this.
+        let century = Duration::from_secs(100 * 366 * 86_400);
+        let huge = BackoffConfig {
+            initial: century,
+            max: century,
+            multiplier: f64::MAX,
+            jitter: 0.0,
+            deadline: Duration::MAX,
+        };
+        for (since, now) in [
+            (DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC),
+            (DateTime::<Utc>::MAX_UTC, DateTime::<Utc>::MIN_UTC),
+            (DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MIN_UTC),
+        ] {
+            for attempts in [i32::MIN, -1, 0, 1, i32::MAX] {
+                let _ = next_step(attempts, since, now, &backoff());
+                if let Retry::After(d) = next_step(attempts, since, now, &huge) {
+                    assert!(d <= MAX_DELAY);
+                }
+            }
+        }
+        assert!(delay_secs(Duration::MAX) <= MAX_DELAY.as_secs_f64());
     }
 
     #[test]

@@ -18,6 +18,18 @@ use tokio::time::Instant;
 
 use crate::config::RateLimit;
 
+/// The longest any wait is taken to be (a configured window or a pause of years means "stop
+/// for a long time", not an overflow).
+const MAX_WAIT: Duration = Duration::from_secs(366 * 86_400);
+
+/// `t + d`, checked: `d` is capped at [`MAX_WAIT`], and a sum past the clock's range is `t`
+/// plus about a day, never a panic.
+fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d.min(MAX_WAIT))
+        .or_else(|| t.checked_add(MAX_WAIT / 400))
+        .unwrap_or(t)
+}
+
 #[derive(Debug)]
 struct Window {
     limit: RateLimit,
@@ -26,7 +38,7 @@ struct Window {
 
 impl Window {
     fn span(&self) -> Duration {
-        self.limit.per + self.limit.per / 40
+        self.limit.per.saturating_add(self.limit.per / 40).min(MAX_WAIT)
     }
 
     /// How long until one more request fits in this window.
@@ -40,7 +52,7 @@ impl Window {
         }
         // The oldest of the last `count` requests leaves the window first.
         let oldest = self.sent[self.sent.len() - self.limit.count as usize];
-        (oldest + span).saturating_duration_since(now)
+        later(oldest, span).saturating_duration_since(now)
     }
 }
 
@@ -93,7 +105,7 @@ impl RateLimiter {
 
     /// The server asked for a pause (429 `retry_after`, or no requests remaining until reset).
     pub fn block_for(&mut self, pause: Duration) {
-        let until = Instant::now() + pause;
+        let until = later(Instant::now(), pause);
         self.blocked_until = Some(self.blocked_until.map_or(until, |t| t.max(until)));
     }
 }
@@ -162,5 +174,18 @@ mod tests {
         limiter.block_for(Duration::from_secs(1));
         let times = send(&mut limiter, 1).await;
         assert_eq!(times[0], Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn extreme_windows_and_pauses_never_panic() {
+        let mut limiter = RateLimiter::new(&[RateLimit {
+            count: 1,
+            per: Duration::MAX,
+        }]);
+        limiter.acquire().await;
+        assert!(limiter.delay(Instant::now()) <= MAX_WAIT);
+        limiter.block_for(Duration::MAX);
+        let wait = limiter.delay(Instant::now());
+        assert!(wait > Duration::from_secs(86_400) && wait <= MAX_WAIT, "{wait:?}");
     }
 }

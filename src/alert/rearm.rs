@@ -67,8 +67,9 @@ pub fn decide(
         None => Decision::FirstSightSkipped,
         Some(s) => match (s.notified_price, s.notified_at) {
             (Some(notified), Some(when)) => {
-                let lower = price <= notified - floor;
-                let cooled = at >= when + cooldown;
+                let lower = price <= notified.saturating_sub(floor);
+                // Checked: a cooldown reaching past the end of time never ends.
+                let cooled = when.checked_add_signed(cooldown).is_some_and(|end| at >= end);
                 if lower || cooled {
                     Decision::Notify
                 } else {
@@ -238,6 +239,49 @@ mod tests {
             run(false, &[(12_000, 0, false), (9_000, 1, true)]),
             vec![Quiet, Notify]
         );
+    }
+
+    #[test]
+    fn extreme_times_prices_and_cooldowns_never_panic() {
+        let times = [DateTime::<Utc>::MIN_UTC, t(0), DateTime::<Utc>::MAX_UTC];
+        let cooldowns = [
+            chrono::Duration::MIN,
+            chrono::Duration::zero(),
+            chrono::Duration::MAX,
+        ];
+        for &when in &times {
+            for &at in &times {
+                for &cooldown in &cooldowns {
+                    for price in [i64::MIN, -1, 0, i64::MAX] {
+                        let state = WatchState {
+                            last_price: price,
+                            last_source: (0, 0),
+                            notified_price: Some(price),
+                            notified_at: Some(when),
+                        };
+                        let _ = decide(Some(&state), true, true, cooldown, i64::MAX, price, at, (0, 1));
+                    }
+                }
+            }
+        }
+        // A cooldown past the end of time keeps the watch quiet, it does not wrap around.
+        let state = WatchState {
+            last_price: 9_000,
+            last_source: (0, 0),
+            notified_price: Some(9_000),
+            notified_at: Some(t(0)),
+        };
+        let (d, _) = decide(
+            Some(&state),
+            true,
+            true,
+            chrono::Duration::MAX,
+            FLOOR,
+            9_000,
+            DateTime::<Utc>::MAX_UTC,
+            (0, 1),
+        );
+        assert_eq!(d, Decision::Suppressed);
     }
 
     #[test]

@@ -6,9 +6,19 @@
 //! ```text
 //!  wake (new rows) / poll_interval / next due ──► due rows (≤ 10) ──► plan (coalesce)
 //!        ▲                                                              │
-//!        │   record: sent · 429 → pause · 5xx → retry later · 404 → disable · 4xx → failed
-//!        └──────────────────── POST ◄── rate limiter ◄──────────────────┘
+//!        │   record: sent · 429 → pause · 5xx → retry later · 404 → retry, disable once
+//!        │           persistent (gone.rs) · other 4xx → failed
+//!        └──────── POST ◄── mark maybe_delivered ◄── rate limiter ◄─────┘
 //! ```
+//!
+//! Retries end by time: a row still failing `alert.backoff.deadline` after it was raised (or
+//! redelivered) is failed with the reason; the attempts are counted, never a cut-off. While a
+//! channel is disabled its rows stay pending and wait; it is looked up again every poll, so
+//! `conscope alerts redeliver --channel NAME` (or `conscope watch test`) enables it at once.
+//!
+//! Just before a request goes out its rows are marked `maybe_delivered`; answers that prove the
+//! message was not taken clear it. A row sent while still marked is a possible repeat, counted
+//! in `alert_possible_repeats` (see docs/alerting.md for exactly when that happens).
 //!
 //! An in-flight request is never abandoned on shutdown: its answer (bounded by
 //! `alert.request_timeout`) is recorded first, so a 2xx is never forgotten. Recording retries
@@ -25,6 +35,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::AlertError;
+use super::gone::GoneStreak;
 use super::notifiers::{Notifier, Outcome, Outgoing, Pending};
 use super::queue::{self, Disabled, Retry};
 use super::ratelimit::RateLimiter;
@@ -106,8 +117,9 @@ pub async fn run(ctx: SenderContext, cancel: CancellationToken) -> Result<(), Al
             url = ctx.notifier.redacted_url(),
             http_status = d.http_status,
             since = %d.since,
-            "notifier stays disabled: its webhook answered {} ({}); set a new alert.notifiers.{channel}.url, \
-             or run `conscope watch test` once it works again",
+            "notifier stays disabled: its webhook answered {} ({}); its deliveries wait. Set a new \
+             alert.notifiers.{channel}.url, or run `conscope alerts redeliver --channel {channel}` once it \
+             works again",
             d.http_status,
             d.reason
         ),
@@ -118,29 +130,25 @@ pub async fn run(ctx: SenderContext, cancel: CancellationToken) -> Result<(), Al
             "alert sender started"
         ),
     }
+    let mut streak = GoneStreak::new(ctx.cfg.alert.gone_to_disable, ctx.cfg.alert.gone_to_disable_over);
     loop {
         if cancel.is_cancelled() {
             break;
         }
-        if let Some(d) = &disabled {
-            // `conscope watch test` enables a channel again when its webhook answers 2xx.
+        if disabled.is_some() {
+            // `conscope alerts redeliver --channel`, `conscope watch test` or a new URL enable
+            // it again; meanwhile its rows stay pending.
             let still = with_db(&ctx, "read notifier_state", |c| {
                 let (channel, fp) = (channel.clone(), fp.clone());
                 async move { queue::disabled(&**c, &channel, &fp).await }
             })
             .await?;
             if still.is_none() {
-                tracing::info!(channel, "notifier enabled again");
+                tracing::info!(channel, "notifier enabled again; its waiting deliveries go out");
                 disabled = None;
+                streak.reset();
                 continue;
             }
-            let reason = format!("channel disabled: its webhook answered HTTP {}", d.http_status);
-            let n = with_db(&ctx, "disable deliveries", |c| {
-                let (channel, reason) = (channel.clone(), reason.clone());
-                async move { queue::disable_pending(&**c, &channel, None, &reason).await }
-            })
-            .await?;
-            ctx.metrics.counters.alert_deliveries_failed.fetch_add(n, Relaxed);
             if !idle(&ctx, &cancel, None).await {
                 break;
             }
@@ -181,6 +189,12 @@ pub async fn run(ctx: SenderContext, cancel: CancellationToken) -> Result<(), Al
             .iter()
             .map(|p| (p.message.alert.alert_id.as_str(), p))
             .collect();
+        // Rows an earlier request may have delivered; each counts once as a possible repeat.
+        let mut maybe: HashSet<&str> = pending
+            .iter()
+            .filter(|p| p.maybe_delivered)
+            .map(|p| p.message.alert.alert_id.as_str())
+            .collect();
         for out in ctx.notifier.plan(&pending, &solo) {
             tokio::select! {
                 // Shutdown first: nothing is in flight yet, the rows stay pending for next time.
@@ -188,27 +202,110 @@ pub async fn run(ctx: SenderContext, cancel: CancellationToken) -> Result<(), Al
                 () = cancel.cancelled() => return Ok(()),
                 () = limiter.acquire() => {}
             }
+            with_db(&ctx, "mark deliveries in flight", |db| {
+                let (channel, ids) = (channel.clone(), out.alert_ids.clone());
+                async move { queue::mark_in_flight(&**db, &channel, &ids).await }
+            })
+            .await?;
+            let repeats = out
+                .alert_ids
+                .iter()
+                .filter(|id| maybe.remove(id.as_str()))
+                .count();
+            if repeats > 0 {
+                ctx.metrics
+                    .counters
+                    .alert_possible_repeats
+                    .fetch_add(repeats as u64, Relaxed);
+                tracing::debug!(
+                    channel,
+                    alerts = repeats,
+                    "sending again alerts an earlier request may have delivered (possible repeat)"
+                );
+            }
             let reply = ctx.notifier.send(&out).await;
             if let Some(pause) = reply.hint.pause() {
                 limiter.block_for(pause);
             }
-            let stop = record(
-                &ctx,
-                &out,
-                &by_id,
-                reply.outcome,
-                &mut limiter,
-                &mut solo,
-                &mut disabled,
-            )
-            .await?;
-            if stop {
+            let mut round = Round {
+                limiter: &mut limiter,
+                solo: &mut solo,
+                disabled: &mut disabled,
+                streak: &mut streak,
+            };
+            if record(&ctx, &out, &by_id, reply.outcome, &mut round).await? {
                 break;
             }
         }
     }
     tracing::info!(channel, "alert sender stopped");
     Ok(())
+}
+
+/// What one answer may change in the sender's own state.
+struct Round<'a> {
+    limiter: &'a mut RateLimiter,
+    solo: &'a mut HashSet<String>,
+    disabled: &'a mut Option<Disabled>,
+    streak: &'a mut GoneStreak,
+}
+
+/// Per row of `ids`, retry after its backoff or give up past the deadline; record that, and
+/// pause the channel until the earliest retry. Returns how many rows gave up.
+async fn retry_later(
+    ctx: &SenderContext,
+    ids: &[String],
+    by_id: &HashMap<&str, &Pending>,
+    status: Option<u16>,
+    error: &str,
+    maybe_delivered: bool,
+    limiter: &mut RateLimiter,
+) -> Result<u64, AlertError> {
+    let channel = ctx.notifier.name.as_str();
+    let c = &ctx.metrics.counters;
+    let now = chrono::Utc::now();
+    let steps: Vec<(String, Retry)> = ids
+        .iter()
+        .filter_map(|id| by_id.get(id.as_str()).map(|p| (id, p)))
+        .map(|(id, p)| {
+            let step = queue::next_step(
+                p.attempts.saturating_add(1),
+                p.retry_from,
+                now,
+                &ctx.cfg.alert.backoff,
+            );
+            (id.clone(), step)
+        })
+        .collect();
+    let gave_up = with_db(ctx, "record failed attempt", |db| {
+        let (steps, error) = (steps.clone(), error.to_string());
+        async move { queue::mark_retry(&**db, channel, &steps, status, &error, maybe_delivered).await }
+    })
+    .await?;
+    let retried = steps.len() as u64 - gave_up;
+    c.alert_delivery_retries.fetch_add(retried, Relaxed);
+    c.alert_deliveries_failed.fetch_add(gave_up, Relaxed);
+    if gave_up > 0 {
+        tracing::error!(
+            channel,
+            alerts = gave_up,
+            error,
+            "deliveries failed for good: still failing at alert.backoff.deadline"
+        );
+    }
+    let pause = steps
+        .iter()
+        .filter_map(|(_, s)| match s {
+            Retry::After(d) => Some(*d),
+            Retry::GiveUp(_) => None,
+        })
+        .min();
+    if let Some(pause) = pause {
+        // The whole channel waits: the next request would most likely fail the same way.
+        limiter.block_for(pause);
+        tracing::warn!(channel, alerts = retried, error, retry_in = ?pause, "delivery failed; will retry");
+    }
+    Ok(gave_up)
 }
 
 /// Record one answer in the rows it covers; true when the round should stop (the channel must
@@ -218,9 +315,7 @@ async fn record(
     out: &Outgoing,
     by_id: &HashMap<&str, &Pending>,
     outcome: Outcome,
-    limiter: &mut RateLimiter,
-    solo: &mut HashSet<String>,
-    disabled: &mut Option<Disabled>,
+    round: &mut Round<'_>,
 ) -> Result<bool, AlertError> {
     let channel = ctx.notifier.name.as_str();
     let ids = out.alert_ids.clone();
@@ -235,16 +330,19 @@ async fn record(
             .await?;
             c.alert_deliveries_sent.fetch_add(n, Relaxed);
             for id in &ids {
-                solo.remove(id);
+                round.solo.remove(id);
             }
+            round.streak.reset();
             tracing::debug!(channel, alerts = ids.len(), status, "delivered");
             Ok(false)
         }
         Outcome::RateLimited { status, retry_after } => {
             c.alert_rate_limited.fetch_add(1, Relaxed);
-            c.alert_retry_after_ms
-                .fetch_add(retry_after.as_millis() as u64, Relaxed);
-            limiter.block_for(retry_after);
+            c.alert_retry_after_ms.fetch_add(
+                u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX),
+                Relaxed,
+            );
+            round.limiter.block_for(retry_after);
             tracing::debug!(channel, ?retry_after, "rate limited (429); waiting");
             with_db(ctx, "mark rate limited", |db| {
                 let (ids, error) = (ids.clone(), error.clone());
@@ -253,70 +351,46 @@ async fn record(
             .await?;
             Ok(true)
         }
-        Outcome::Retry { status, .. } => {
-            let now = chrono::Utc::now();
-            let steps: Vec<(String, Retry)> = ids
-                .iter()
-                .filter_map(|id| by_id.get(id.as_str()).map(|p| (id, p)))
-                .map(|(id, p)| {
-                    let step = queue::next_step(
-                        p.attempts + 1,
-                        p.created_at,
-                        now,
-                        ctx.cfg.alert.max_attempts,
-                        &ctx.cfg.alert.backoff,
-                    );
-                    (id.clone(), step)
-                })
-                .collect();
-            let gave_up = with_db(ctx, "record failed attempt", |db| {
-                let (steps, error) = (steps.clone(), error.clone());
-                async move { queue::mark_retry(&**db, channel, &steps, status, &error).await }
-            })
-            .await?;
-            let retried = steps.len() as u64 - gave_up;
-            c.alert_delivery_retries.fetch_add(retried, Relaxed);
-            c.alert_deliveries_failed.fetch_add(gave_up, Relaxed);
-            let pause = steps
-                .iter()
-                .filter_map(|(_, s)| match s {
-                    Retry::After(d) => Some(*d),
-                    Retry::GiveUp(_) => None,
-                })
-                .min();
-            if gave_up > 0 {
-                tracing::error!(
-                    channel,
-                    alerts = gave_up,
-                    error,
-                    "deliveries failed for good after their retry budget"
-                );
-            }
-            if let Some(pause) = pause {
-                // The whole channel waits: the next request would most likely fail the same way.
-                limiter.block_for(pause);
-                tracing::warn!(channel, alerts = retried, error, retry_in = ?pause, "delivery failed; will retry");
-            }
+        Outcome::Retry {
+            status,
+            maybe_delivered,
+            ..
+        } => {
+            retry_later(ctx, &ids, by_id, status, &error, maybe_delivered, round.limiter).await?;
+            Ok(true)
+        }
+        Outcome::Gone { status, .. } if !round.streak.gone() => {
+            // Not yet persistent: retried like a 5xx (the message was not taken).
+            tracing::warn!(
+                channel,
+                status,
+                answers = round.streak.count(),
+                "webhook answered {status}; retrying, the channel is disabled only if this persists"
+            );
+            retry_later(ctx, &ids, by_id, Some(status), &error, false, round.limiter).await?;
             Ok(true)
         }
         Outcome::Gone { status, .. } => {
+            let cfg = &ctx.cfg.alert;
             tracing::error!(
                 channel,
                 url = ctx.notifier.redacted_url(),
                 status,
-                "notifier disabled: its webhook answered {status} (deleted, or a wrong URL); its deliveries are \
-                 marked disabled. Set a new alert.notifiers.{channel}.url"
+                answers = round.streak.count(),
+                "notifier disabled: its webhook kept answering {status} for {} (deleted, or a wrong URL); \
+                 its deliveries wait. Set a new alert.notifiers.{channel}.url, or run \
+                 `conscope alerts redeliver --channel {channel}` once it works again",
+                humantime::format_duration(cfg.gone_to_disable_over)
             );
-            let n = with_db(ctx, "disable notifier", |db| {
-                let (fp, error) = (ctx.url_fingerprint.clone(), error.clone());
+            with_db(ctx, "disable notifier", |db| {
+                let (fp, ids, error) = (ctx.url_fingerprint.clone(), ids.clone(), error.clone());
                 async move {
                     queue::disable(&**db, channel, &fp, status, &error).await?;
-                    queue::disable_pending(&**db, channel, Some(status), &error).await
+                    queue::count_attempt(&**db, channel, &ids, status, &error).await
                 }
             })
             .await?;
-            c.alert_deliveries_failed.fetch_add(n, Relaxed);
-            *disabled = Some(Disabled {
+            *round.disabled = Some(Disabled {
                 http_status: i32::from(status),
                 reason: error,
                 since: chrono::Utc::now(),
@@ -337,7 +411,7 @@ async fn record(
                 async move { queue::count_attempt(&**db, channel, &ids, status, &error).await }
             })
             .await?;
-            solo.extend(ids);
+            round.solo.extend(ids);
             Ok(false)
         }
         Outcome::Rejected { status, .. } => {
@@ -355,7 +429,7 @@ async fn record(
             .await?;
             c.alert_deliveries_failed.fetch_add(n, Relaxed);
             for id in &ids {
-                solo.remove(id);
+                round.solo.remove(id);
             }
             Ok(false)
         }

@@ -1,6 +1,6 @@
 //! The `[alert]` section: whether the alert task runs, where the default rule's alerts go, the
 //! named notifier channels (Discord, Slack, generic webhook) with their secrets and rate limits,
-//! and the delivery retry budget. Its checks live here too ([`AlertConfig::problems`]) and are
+//! the delivery retry deadline, and how persistent a 404/410 must be to disable a channel. Its checks live here too ([`AlertConfig::problems`]) and are
 //! reported by `validate.rs` with the others.
 
 use std::collections::BTreeMap;
@@ -9,6 +9,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{BackoffConfig, Problem, Secret};
+
+/// The longest delay between two delivery retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(86_400);
+/// The longest delivery deadline (and 404 span): a year keeps every time sum in range.
+const MAX_DEADLINE: Duration = Duration::from_secs(365 * 86_400);
 
 /// Which notifier protocol a channel speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,10 +113,19 @@ pub struct AlertConfig {
     /// A watch ignores moves smaller than this many dollars: a drop, a new low and a re-arm
     /// below the last notified price must each be at least this much.
     pub noise_floor: f64,
-    /// A delivery that failed this many times (5xx, network) is marked failed for good.
-    pub max_attempts: u32,
-    /// Delays between delivery retries; `deadline` caps the age of a delivery still retried.
+    /// Removed: deliveries retry until `backoff.deadline`, however many attempts that takes.
+    /// Kept only to refuse a file that still sets it with a message naming the key.
+    #[serde(default, skip_serializing)]
+    pub max_attempts: Option<toml::Value>,
+    /// Delays between delivery retries; `deadline` alone decides when a delivery still failing
+    /// (5xx, network) is given up, counted from when it was raised or redelivered.
     pub backoff: BackoffConfig,
+    /// A channel is disabled only after this many 404/410 answers in a row ...
+    pub gone_to_disable: u32,
+    /// ... the first of them at least this long before the last (a 404 during a deploy of the
+    /// receiver is waited out).
+    #[serde(with = "humantime_serde")]
+    pub gone_to_disable_over: Duration,
     /// Upper bound on one HTTP request to a notifier.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -135,7 +149,7 @@ impl Default for AlertConfig {
             enabled: false,
             default_channels: Vec::new(),
             noise_floor: 1.0,
-            max_attempts: 8,
+            max_attempts: None,
             backoff: BackoffConfig {
                 initial: Duration::from_secs(1),
                 max: Duration::from_secs(300),
@@ -143,6 +157,8 @@ impl Default for AlertConfig {
                 jitter: 0.2,
                 deadline: Duration::from_secs(24 * 3600),
             },
+            gone_to_disable: 3,
+            gone_to_disable_over: Duration::from_secs(60),
             request_timeout: Duration::from_secs(10),
             poll_interval: Duration::from_secs(1),
             watch_refresh: Duration::from_secs(5),
@@ -190,9 +206,46 @@ impl AlertConfig {
             "must be at least 0.01 dollars",
         );
         check(
-            (1..=1000).contains(&self.max_attempts),
+            self.max_attempts.is_none(),
             "alert.max_attempts".into(),
-            "must be between 1 and 1000",
+            "is no longer used: a failing delivery is retried until alert.backoff.deadline \
+             (default 1 day) has passed, however many attempts that takes; remove the key",
+        );
+        let b = &self.backoff;
+        check(
+            !b.initial.is_zero(),
+            "alert.backoff.initial".into(),
+            "must be longer than zero",
+        );
+        check(
+            b.max >= b.initial && b.max <= MAX_BACKOFF,
+            "alert.backoff.max".into(),
+            "must be at least `initial` and at most 1 day",
+        );
+        check(
+            b.multiplier.is_finite() && b.multiplier >= 1.0,
+            "alert.backoff.multiplier".into(),
+            "must be a number >= 1.0",
+        );
+        check(
+            (0.0..=1.0).contains(&b.jitter),
+            "alert.backoff.jitter".into(),
+            "must be between 0.0 and 1.0",
+        );
+        check(
+            !b.deadline.is_zero() && b.deadline <= MAX_DEADLINE,
+            "alert.backoff.deadline".into(),
+            "must be longer than zero and at most 365 days",
+        );
+        check(
+            self.gone_to_disable >= 1,
+            "alert.gone_to_disable".into(),
+            "must be at least 1",
+        );
+        check(
+            self.gone_to_disable_over <= MAX_DEADLINE,
+            "alert.gone_to_disable_over".into(),
+            "must be at most 365 days",
         );
         for (key, d) in [
             ("alert.request_timeout", self.request_timeout),
@@ -281,7 +334,8 @@ mod tests {
 [alert]
 enabled = true
 default_channels = ["ops", "nope"]
-max_attempts = 0
+max_attempts = 8
+backoff = { initial = "1s", max = "30d", multiplier = 2.0, jitter = 0.1, deadline = "1d" }
 
 [alert.notifiers.ops]
 kind = "discord"
@@ -300,7 +354,8 @@ rate_limits = [{ count = 0, per = "2s" }]
         let text = err.to_string();
         for expected in [
             "alert.default_channels[1]: names no channel",
-            "alert.max_attempts: must be between 1 and 1000",
+            "alert.max_attempts: is no longer used",
+            "alert.backoff.max: must be at least `initial` and at most 1 day",
             "alert.notifiers.hook.url: must be an http:// or https:// URL",
             "alert.notifiers.hook.rate_limits[0]: needs count >= 1",
         ] {
@@ -346,6 +401,23 @@ rate_limits = [{ count = 0, per = "2s" }]
         let text = config.redacted_toml();
         assert!(!text.contains("t0ken") && !text.contains("s3cret"), "{text}");
         assert!(text.contains("https://h.example/<redacted>"), "{text}");
+    }
+
+    #[test]
+    fn how_persistent_a_404_must_be_is_configurable_with_a_minute_and_three_by_default() {
+        let d = AlertConfig::default();
+        assert_eq!(
+            (d.gone_to_disable, d.gone_to_disable_over),
+            (3, Duration::from_secs(60))
+        );
+        let file = "[alert]\ngone_to_disable = 5\ngone_to_disable_over = \"2m\"\n";
+        let config = Config::from_toml_str(file, "t", Vec::new()).expect("valid");
+        assert_eq!(config.alert.gone_to_disable, 5);
+        assert_eq!(config.alert.gone_to_disable_over, Duration::from_secs(120));
+        let err = Config::from_toml_str("[alert]\ngone_to_disable = 0\n", "t", Vec::new())
+            .expect_err("zero refused")
+            .to_string();
+        assert!(err.contains("alert.gone_to_disable: must be at least 1"), "{err}");
     }
 
     #[test]

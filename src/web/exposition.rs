@@ -300,6 +300,18 @@ pub fn render(s: &WebState) -> String {
 
     // alert: notifier families (conscope_alert_deliveries_total{channel,status},
     // conscope_alert_webhook_429_total{channel}) belong here, next to their counters.
+    e.single(
+        "conscope_alert_delivery_retries_total",
+        "counter",
+        "Deliveries retried after a 5xx, a network error or a 404/410 not yet persistent",
+        n(&c.alert_delivery_retries),
+    );
+    e.single(
+        "conscope_alert_possible_repeats_total",
+        "counter",
+        "Alerts sent again after a request that may have been taken (5xx, no answer, or a stop before its answer was recorded)",
+        n(&c.alert_possible_repeats),
+    );
 
     // supervisor
     e.single(

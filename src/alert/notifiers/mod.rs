@@ -6,9 +6,14 @@
 //! |--------------------------------|-----------------|--------------------------------------------------|
 //! | 2xx                            | `Sent`          | marks the rows sent                              |
 //! | 429                            | `RateLimited`   | waits `retry_after` (body, else `Retry-After`)   |
-//! | 5xx, 408, network error, timeout | `Retry`       | retries with backoff until `max_attempts`        |
-//! | 404, 410                       | `Gone`          | disables the channel, marks its rows disabled    |
+//! | 5xx, 408, network error, timeout | `Retry`       | retries with backoff until `alert.backoff.deadline` |
+//! | 404, 410                       | `Gone`          | retries; disables the channel once persistent    |
 //! | other 4xx                      | `Rejected`      | marks the rows failed, no retry                  |
+//!
+//! A `Retry` says whether the notifier may have taken the message all the same
+//! (`maybe_delivered`): a 5xx (the server may have failed after posting it) or no answer after
+//! the request went out (a timeout, a connection closed mid-answer). A refused connection or a
+//! 408 proves it did not; so do 429, 404/410 and other 4xx.
 //!
 //! Every answer's `X-RateLimit-Remaining`/`-Reset-After` headers are read into [`RateHint`].
 //! URLs carry tokens: nothing here logs or returns one (reqwest errors are stripped of theirs).
@@ -44,8 +49,13 @@ pub struct Outgoing {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pending {
     pub message: AlertMessage,
+    /// Attempts made so far (reported; the deadline, not this count, ends retrying).
     pub attempts: i32,
-    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// When the current retry budget started: the row's creation, or its last redelivery.
+    pub retry_from: chrono::DateTime<chrono::Utc>,
+    /// The last request carrying it may have reached the notifier (its 2xx never recorded):
+    /// sending it again is a possible repeat.
+    pub maybe_delivered: bool,
 }
 
 /// What the server told us about its rate limit on this answer.
@@ -70,11 +80,26 @@ impl RateHint {
 /// What one request's answer means.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Sent { status: u16 },
-    RateLimited { status: u16, retry_after: Duration },
-    Retry { status: Option<u16>, error: String },
-    Gone { status: u16, error: String },
-    Rejected { status: u16, error: String },
+    Sent {
+        status: u16,
+    },
+    RateLimited {
+        status: u16,
+        retry_after: Duration,
+    },
+    Retry {
+        status: Option<u16>,
+        error: String,
+        maybe_delivered: bool,
+    },
+    Gone {
+        status: u16,
+        error: String,
+    },
+    Rejected {
+        status: u16,
+        error: String,
+    },
 }
 
 impl Outcome {
@@ -98,8 +123,11 @@ impl Outcome {
             Self::Retry {
                 status: Some(s),
                 error,
+                ..
             } => format!("HTTP {s}: server error: {error}"),
-            Self::Retry { status: None, error } => format!("no answer: {error}"),
+            Self::Retry {
+                status: None, error, ..
+            } => format!("no answer: {error}"),
             Self::Gone { status, error } => {
                 format!("HTTP {status}: the webhook does not exist (deleted, or a wrong URL): {error}")
             }
@@ -151,9 +179,15 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &str) -> Outcome {
             status,
             error: error(),
         },
-        408 | 500..=599 => Outcome::Retry {
+        408 => Outcome::Retry {
             status: Some(status),
             error: error(),
+            maybe_delivered: false,
+        },
+        500..=599 => Outcome::Retry {
+            status: Some(status),
+            error: error(),
+            maybe_delivered: true,
         },
         _ => Outcome::Rejected {
             status,
@@ -291,6 +325,8 @@ impl Notifier {
             Err(e) => Reply {
                 outcome: Outcome::Retry {
                     status: None,
+                    // Only a connection never made proves the message did not go out.
+                    maybe_delivered: !e.is_connect(),
                     error: error_text(e),
                 },
                 hint: RateHint::default(),
@@ -423,6 +459,15 @@ mod tests {
             classify(503, &h, ""),
             Outcome::Retry {
                 status: Some(503),
+                maybe_delivered: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(408, &h, ""),
+            Outcome::Retry {
+                status: Some(408),
+                maybe_delivered: false,
                 ..
             }
         ));

@@ -1,6 +1,11 @@
 //! Slack incoming webhooks: blocks (a header, a section with the details, a context line with
 //! the rule and alert id) per alert, up to ten alerts per message (≤ 50 blocks). Text is
-//! escaped for mrkdwn and cut to Slack's limits (header 150, section 3000, context 2000).
+//! cut to Slack's limits (header 150, section 3000, context 2000).
+//!
+//! Every text that comes from a record — names, venue, seats, the rule, the alert id, the
+//! listing URL — is escaped (`&` → `&amp;`, `<` → `&lt;`, `>` → `&gt;`), so no record can write
+//! a control sequence such as `<!channel>`, `<@U123>` or a link of its own. Only ConScope's own
+//! `<url|View the listing>` is a link.
 
 use serde_json::{Value, json};
 
@@ -24,7 +29,7 @@ pub fn escape(s: &str) -> String {
 fn blocks(m: &AlertMessage, detect: &DetectConfig) -> (Vec<Value>, String) {
     let a = &m.alert;
     let e = &a.event;
-    let title = format::title(m);
+    let title = escape(&format::title(m));
     let mut lines = vec![escape(&format::seat_line(e))];
     if a.old_price != a.new_price {
         lines.push(format!(
@@ -40,14 +45,14 @@ fn blocks(m: &AlertMessage, detect: &DetectConfig) -> (Vec<Value>, String) {
         lines.push(format!("Show: {d}"));
     }
     if let Some(url) = format::link(e.listing_url()) {
-        lines.push(format!("<{}|View the listing>", url.replace('|', "%7C")));
+        lines.push(format!("<{}|View the listing>", escape(url).replace('|', "%7C")));
     }
     let context = format!(
         "ConScope · rule: {} · alert {}",
         escape(&format::rule_text(m, detect)),
-        a.alert_id
+        escape(&a.alert_id)
     );
-    let fallback = format!("{}: now {}", escape(&title), format::money(a.new_price));
+    let fallback = format!("{title}: now {}", format::money(a.new_price));
     let blocks = vec![
         json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&title, MAX_HEADER)}}),
         json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(&lines.join("\n"), MAX_SECTION)}}),
@@ -100,6 +105,61 @@ mod tests {
         );
         let context = blocks[2]["elements"][0]["text"].as_str().expect("context");
         assert!(context.contains("alert a1"), "{context}");
+    }
+
+    /// Every string in a JSON value.
+    fn texts(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) => out.push(s.clone()),
+            Value::Array(a) => a.iter().for_each(|v| texts(v, out)),
+            Value::Object(o) => o.values().for_each(|v| texts(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn no_record_text_or_url_can_mention_the_channel() {
+        let mut m = alert("a<!here>1", "x", None);
+        m.alert.event = std::sync::Arc::new(crate::model::PriceEvent::from(crate::model::PriceEventFields {
+            event_id: "e".into(),
+            event_name: "<!channel> & <@U1>".into(),
+            venue: "<!everyone>".into(),
+            event_date: None,
+            source: "<!here|here>".into(),
+            section: "<#C1>".into(),
+            row: "<!subteam^S1>".into(),
+            seat: ">".into(),
+            price: 14_200,
+            fees: None,
+            total_price: 14_200,
+            timestamp: chrono::DateTime::UNIX_EPOCH,
+            listing_id: None,
+            listing_url: Some("https://x.example/a?b=1&c=<!channel>|x".into()),
+            quantity: 1,
+            delivery_method: None,
+            seller_notes: None,
+        }));
+        m.rule_description = Some("<!channel> rule".into());
+        let out = plan(&[m], &DetectConfig::default());
+        let mut all = Vec::new();
+        texts(&out[0].body, &mut all);
+        for t in &all {
+            assert!(!t.contains("<!") && !t.contains("<@") && !t.contains("<#"), "{t}");
+            // The only `<` left opens ConScope's own link.
+            assert!(t.matches('<').count() <= 1, "{t}");
+        }
+        let section = out[0].body["blocks"][1]["text"]["text"]
+            .as_str()
+            .expect("section");
+        assert!(
+            section.contains("<https://x.example/a?b=1&amp;c=&lt;!channel&gt;%7Cx|View the listing>"),
+            "{section}"
+        );
+        assert!(
+            out[0].body["blocks"][0]["text"]["text"]
+                .as_str()
+                .is_some_and(|h| h.contains("&lt;!channel&gt; &amp; &lt;@U1&gt;"))
+        );
     }
 
     #[test]

@@ -2,6 +2,10 @@
 //! JSON endpoint: they check what Discord checks (embed limits, `?wait=true`), answer as scripted
 //! (2xx, 429 with `retry_after`, 5xx, 404, rate-limit headers) and record every request with the
 //! alert ids it carried, so tests count deliveries per alert id as the server saw them.
+//!
+//! `hold_next` makes the server take the next request (recorded as accepted, as a real
+//! notifier posts a message before answering) and hold its answer until `release`: a test can
+//! kill ConScope exactly between the notifier accepting a message and ConScope recording it.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -47,6 +51,12 @@ pub struct Hit {
 
 struct Inner {
     kind: Kind,
+    /// Requests still to hold before answering.
+    to_hold: Mutex<u32>,
+    /// Alert ids of the requests taken and held so far.
+    held: Mutex<Vec<Vec<String>>>,
+    /// Answers held wait for a permit.
+    release: tokio::sync::Semaphore,
     script: Mutex<VecDeque<Reply>>,
     default: Mutex<Reply>,
     hits: Mutex<Vec<Hit>>,
@@ -66,6 +76,9 @@ impl Fake {
     pub async fn start(kind: Kind) -> Self {
         let inner = Arc::new(Inner {
             kind,
+            to_hold: Mutex::new(0),
+            held: Mutex::default(),
+            release: tokio::sync::Semaphore::new(0),
             script: Mutex::default(),
             default: Mutex::new(Reply::Ok),
             hits: Mutex::default(),
@@ -97,6 +110,21 @@ impl Fake {
 
     pub fn set_default(&self, reply: Reply) {
         *lock(&self.inner.default) = reply;
+    }
+
+    /// Take the next request, record it as accepted, and hold its answer until [`Self::release`].
+    pub fn hold_next(&self) {
+        *lock(&self.inner.to_hold) += 1;
+    }
+
+    /// The alert ids of every request taken and held so far.
+    pub fn held(&self) -> Vec<Vec<String>> {
+        lock(&self.inner.held).clone()
+    }
+
+    /// Let every held answer go.
+    pub fn release(&self) {
+        self.inner.release.add_permits(1024);
     }
 
     pub fn hits(&self) -> Vec<Hit> {
@@ -242,14 +270,25 @@ async fn handle(
         Reply::Status(404) => (404, json!({"message": "Unknown Webhook", "code": 10015})),
         Reply::Status(s) => (s, json!({"message": format!("status {s}")})),
     };
+    let ids = alert_ids(inner.kind, &body);
     lock(&inner.hits).push(Hit {
         at,
         status,
-        alert_ids: alert_ids(inner.kind, &body),
+        alert_ids: ids.clone(),
         body,
         headers,
         query,
     });
+    let hold = {
+        let mut n = lock(&inner.to_hold);
+        let hold = *n > 0;
+        *n = n.saturating_sub(1);
+        hold
+    };
+    if hold {
+        lock(&inner.held).push(ids);
+        let _ = inner.release.acquire().await;
+    }
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = match answer {
         Value::Null => code.into_response(),
