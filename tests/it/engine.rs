@@ -543,6 +543,20 @@ async fn a_stalled_postgres_keeps_memory_bounded_by_the_channels() {
     harness::produce_feed(&client, &cfg, 150_000, 14, 5_000)
         .await
         .expect("backlog");
+    // The positive signal first: a persist transaction is waiting for the lock (the engine is
+    // holding the backlog in its channels, not idle).
+    let started = Instant::now();
+    while db
+        .count(
+            "SELECT count(*) FROM pg_locks
+              WHERE relation = 'price_history'::regclass AND NOT granted",
+        )
+        .await
+        < 1
+    {
+        assert!(started.elapsed() < Duration::from_secs(60), "{}", run.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut samples = Vec::new();
     for _ in 0..10 {
