@@ -73,8 +73,9 @@ enum Command {
     /// database and topic set (docs/benchmarks.md); `bench gen` writes a feed file, `bench cache`
     /// measures the price cache.
     Bench(conscope::bench::BenchArgs),
-    /// Run JSON lines (FILE, or - for stdin) through parse → detect → persist without Kafka;
-    /// a re-run of the same file resumes after its last committed line.
+    /// Run JSON lines (FILE, or - for stdin with --name) through parse → detect → persist
+    /// without Kafka; a re-run under the same name (by default the same file, unchanged)
+    /// resumes after its last committed line.
     Replay(conscope::replay::ReplayArgs),
 }
 

@@ -7,7 +7,8 @@
 //!   already delivered to their watch's channel.
 //! - `processed_prices` records: every matching watch is evaluated ([`rules`], [`rearm`]); when
 //!   it notifies, a `price_alerts` row with rule `watch:<id>` (id from watch, listing and
-//!   source record) and one `alert_deliveries` row for the watch's channel.
+//!   source record) and one `alert_deliveries` row for the watch's channel. A record that is
+//!   `out_of_order` (older than its listing's last observation) is skipped.
 //!
 //! After the commit, the channels that got rows are woken.
 
@@ -30,7 +31,7 @@ use super::{ALERT_CONSUMER, AlertError, AlertMessage, WATCH_RULE_PREFIX, queue};
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::model::{Alert, ProcessedPrice, alert_id, cents};
+use crate::model::{Alert, ChangeKind, ProcessedPrice, alert_id, cents};
 use crate::store::writer::{cents_of, dollars, store_offsets};
 use crate::store::{self, StoreError};
 
@@ -189,7 +190,9 @@ impl Evaluator {
                 }
             }
             Decoded::Prices(prices) => {
-                for p in prices {
+                // An observation older than its listing's last one is history, not the current
+                // price: it moves no watch's state and raises nothing.
+                for p in prices.iter().filter(|p| p.change_kind != ChangeKind::OutOfOrder) {
                     for w in self.watches.matching(&p.event) {
                         if self.evaluate(&tx, w, p).await? {
                             woken.insert(w.channel.clone());

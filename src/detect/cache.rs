@@ -3,7 +3,8 @@
 //! Shared because the detect stage writes it while the web layer reads it; a [`DashMap`] shards
 //! it so readers lock one shard for one lookup. Guards are held only inside these methods and
 //! never across an `.await`. The cache is updated on every event — drop or not — so a drop is
-//! reported once, not on every later poll.
+//! reported once, not on every later poll — except by an event older than the listing's last
+//! one, which changes nothing (see [`PriceCache::observe`]).
 
 use compact_str::CompactString;
 use dashmap::{DashMap, SharedValue};
@@ -39,6 +40,11 @@ impl PriceCache {
     }
 
     /// Compare `price` with the listing's cached state, update the state, and say what changed.
+    ///
+    /// An observation older than the listing's `last_seen` (one that arrived out of order) is
+    /// [`ChangeKind::OutOfOrder`] and leaves the state as it was: the current price is the
+    /// latest observation's, whatever order the observations came in. One seen at the same
+    /// instant as the last counts as in order.
     pub fn observe(&self, key: &str, price: i64, seen_ms: i64) -> (Change, ListingState) {
         self.observe_hashed(key, self.hash(key), price, seen_ms)
     }
@@ -50,10 +56,13 @@ impl PriceCache {
         let mut table = shard.write();
         if let Some((_, state)) = table.get_mut(hash, |(k, _)| k.as_str() == key) {
             let state = state.get_mut();
+            if seen_ms < state.last_seen_ms {
+                return (OUT_OF_ORDER, *state);
+            }
             let previous = state.last_price;
             state.last_price = price;
             state.lowest_price = state.lowest_price.min(price);
-            state.last_seen_ms = state.last_seen_ms.max(seen_ms);
+            state.last_seen_ms = seen_ms;
             let change_cents = price - previous;
             let kind = match change_cents {
                 0 => ChangeKind::Unchanged,
@@ -151,6 +160,14 @@ impl PriceCache {
     }
 }
 
+/// What an out-of-order observation changes: nothing (no previous price of its own, no move).
+const OUT_OF_ORDER: Change = Change {
+    kind: ChangeKind::OutOfOrder,
+    previous_cents: None,
+    change_cents: 0,
+    change_pct: 0.0,
+};
+
 /// Buckets from the probe start whose cache lines [`PriceCache::prefetch`] fetches.
 const PROBE_BUCKETS: usize = 3;
 
@@ -205,6 +222,50 @@ mod tests {
         assert_eq!(cache.len(), 10_001, "the tables grew without losing a listing");
         assert_eq!(cache.get("k9999").map(|s| s.last_price), Some(10_499));
         assert_eq!(cache.get(key).map(|s| s.last_price), Some(80));
+    }
+
+    #[test]
+    fn an_older_observation_moves_neither_the_price_nor_the_lowest_price() {
+        let cache = PriceCache::new();
+        cache.observe("a", 10_000, 2_000);
+        let (late, state) = cache.observe("a", 5_000, 1_000);
+        assert_eq!(late.kind, ChangeKind::OutOfOrder);
+        assert_eq!(late.previous_cents, None);
+        let kept = ListingState {
+            last_price: 10_000,
+            lowest_price: 10_000,
+            last_seen_ms: 2_000,
+        };
+        assert_eq!(state, kept);
+        assert_eq!(cache.get("a"), Some(kept));
+        // The next in-order observation is compared with the latest price, not the late one.
+        let (change, _) = cache.observe("a", 9_000, 3_000);
+        assert_eq!(
+            (change.kind, change.previous_cents),
+            (ChangeKind::Drop, Some(10_000))
+        );
+    }
+
+    #[test]
+    fn an_observation_at_the_same_instant_is_in_order() {
+        let cache = PriceCache::new();
+        cache.observe("a", 10_000, 2_000);
+        let (change, state) = cache.observe("a", 8_000, 2_000);
+        assert_eq!(change.kind, ChangeKind::Drop);
+        assert_eq!((state.last_price, state.lowest_price), (8_000, 8_000));
+    }
+
+    #[test]
+    fn a_warm_started_listing_refuses_observations_older_than_its_stored_state() {
+        let cache = PriceCache::new();
+        let stored = ListingState {
+            last_price: 7_000,
+            lowest_price: 6_000,
+            last_seen_ms: 5_000,
+        };
+        cache.load("a", stored);
+        assert_eq!(cache.observe("a", 1_000, 4_999).0.kind, ChangeKind::OutOfOrder);
+        assert_eq!(cache.get("a"), Some(stored));
     }
 
     #[test]

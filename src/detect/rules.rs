@@ -3,7 +3,8 @@
 //! A change alerts when it is a drop (or, if enabled, an increase) of at least
 //! `min_drop_percent` percent **and** at least `min_change_abs` dollars. The absolute floor is
 //! the noise filter: with the defaults a ±1 cent move never alerts, whatever its percent. A
-//! first sighting is the baseline and never alerts.
+//! first sighting is the baseline and never alerts, and neither does an observation older than
+//! the listing's last one ([`ChangeKind::OutOfOrder`]): it is history, not the current price.
 
 use compact_str::CompactString;
 
@@ -93,6 +94,19 @@ mod tests {
     fn first_sighting_is_a_baseline() {
         let cache = PriceCache::new();
         assert_eq!(rules().evaluate(&cache.observe("k", 1, 0).0), None);
+    }
+
+    #[test]
+    fn an_out_of_order_observation_never_alerts() {
+        let mut r = rules();
+        r.alert_on_increase = true;
+        let cache = PriceCache::new();
+        cache.observe("k", 10_000, 10);
+        for price in [1, 9_999, 10_000, 50_000] {
+            let (late, _) = cache.observe("k", price, 5);
+            assert_eq!(late.kind, ChangeKind::OutOfOrder);
+            assert_eq!(r.evaluate(&late), None);
+        }
     }
 
     proptest! {

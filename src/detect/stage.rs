@@ -108,12 +108,13 @@ impl Detector {
         let mut records = Vec::with_capacity(batch.records.len());
         let mut alerts = Vec::new();
         self.process_all(batch.records, &mut records, &mut alerts);
-        let (mut drops, mut rises, mut new) = (0, 0, 0);
+        let (mut drops, mut rises, mut new, mut out_of_order) = (0, 0, 0, 0);
         for p in &records {
             match p.change.kind {
                 ChangeKind::Drop => drops += 1,
                 ChangeKind::Increase => rises += 1,
                 ChangeKind::New => new += 1,
+                ChangeKind::OutOfOrder => out_of_order += 1,
                 ChangeKind::Unchanged => {}
             }
         }
@@ -122,6 +123,7 @@ impl Detector {
         c.detect_drops.fetch_add(drops, Relaxed);
         c.detect_increases.fetch_add(rises, Relaxed);
         c.detect_new.fetch_add(new, Relaxed);
+        c.detect_out_of_order.fetch_add(out_of_order, Relaxed);
         c.alerts_raised.fetch_add(alerts.len() as u64, Relaxed);
         DetectedBatch {
             offset: Some((batch.partition, batch.next_offset)),
@@ -248,4 +250,101 @@ pub async fn run(
         }
     }
     tracing::debug!("detect stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DetectConfig;
+    use crate::ingest::parse::Parser;
+
+    /// Records of listing A at `(price, timestamp)`, on partitions 0 and 1 by turns, as a
+    /// producer without keys scatters them.
+    fn scattered(lines: &[(f64, &str)]) -> Vec<InRecord> {
+        let mut parser = Parser::new();
+        lines
+            .iter()
+            .enumerate()
+            .map(|(i, (price, at))| {
+                let json = format!(
+                    r#"{{"event_id":"e1","event_name":"Show","venue":"Hall","source":"mock","price":{price},"timestamp":"{at}","listing_id":"A"}}"#
+                );
+                let event = parser.parse(json.as_bytes()).expect("valid");
+                InRecord {
+                    partition: (i % 2) as i32,
+                    offset: (i / 2) as i64,
+                    kafka_ts: event.timestamp,
+                    event,
+                }
+            })
+            .collect()
+    }
+
+    fn detector() -> Detector {
+        Detector::new(
+            Arc::new(PriceCache::new()),
+            Rules::from_config(&DetectConfig::default()),
+        )
+    }
+
+    #[test]
+    fn an_older_drop_arriving_late_is_out_of_order_and_raises_no_alert() {
+        let d = detector();
+        // 10:00 $100, 10:02 $100, then the 10:01 observation at $50 arrives last.
+        let records = scattered(&[
+            (100.0, "2026-11-21T10:00:00"),
+            (100.0, "2026-11-21T10:02:00"),
+            (50.0, "2026-11-21T10:01:00"),
+        ]);
+        let (mut out, mut alerts) = (Vec::new(), Vec::new());
+        d.process_all(records, &mut out, &mut alerts);
+        let kinds: Vec<ChangeKind> = out.iter().map(|p| p.change.kind).collect();
+        assert_eq!(
+            kinds,
+            [ChangeKind::New, ChangeKind::Unchanged, ChangeKind::OutOfOrder]
+        );
+        assert!(alerts.is_empty(), "{alerts:?}");
+        let state = d.cache.get("mock:A").expect("cached");
+        assert_eq!((state.last_price, state.lowest_price), (10_000, 10_000));
+        assert_eq!(
+            out[2].state, state,
+            "the late row carries the state it left alone"
+        );
+    }
+
+    #[test]
+    fn an_older_rise_is_out_of_order_even_when_increases_alert() {
+        let mut d = detector();
+        d.rules.alert_on_increase = true;
+        let records = scattered(&[(100.0, "2026-11-21T10:05:00"), (300.0, "2026-11-21T10:00:00")]);
+        let (mut out, mut alerts) = (Vec::new(), Vec::new());
+        d.process_all(records, &mut out, &mut alerts);
+        assert_eq!(out[1].change.kind, ChangeKind::OutOfOrder);
+        assert!(alerts.is_empty());
+    }
+
+    #[test]
+    fn a_drop_after_a_late_record_is_measured_from_the_latest_price() {
+        let d = detector();
+        let records = scattered(&[
+            (100.0, "2026-11-21T10:00:00"),
+            (20.0, "2026-11-21T09:00:00"),
+            (80.0, "2026-11-21T10:01:00"),
+        ]);
+        let (mut out, mut alerts) = (Vec::new(), Vec::new());
+        d.process_all(records, &mut out, &mut alerts);
+        assert_eq!(out[2].change.kind, ChangeKind::Drop);
+        assert_eq!(alerts.len(), 1);
+        assert_eq!((alerts[0].old_price, alerts[0].new_price), (10_000, 8_000));
+        let metrics = Metrics::default();
+        let batch = IngestBatch {
+            partition: 0,
+            next_offset: 1,
+            records: scattered(&[(50.0, "2026-11-21T08:00:00")]),
+            fetched_at: Instant::now(),
+        };
+        let detected = d.process_batch(batch, &metrics);
+        assert!(detected.alerts.is_empty());
+        assert_eq!(metrics.counters.detect_out_of_order.load(Relaxed), 1);
+    }
 }

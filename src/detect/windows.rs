@@ -228,7 +228,7 @@ impl Windows {
         match o.kind {
             ChangeKind::Drop => agg.drops = agg.drops.saturating_add(1),
             ChangeKind::Increase => agg.rises = agg.rises.saturating_add(1),
-            ChangeKind::New | ChangeKind::Unchanged => {}
+            ChangeKind::New | ChangeKind::Unchanged | ChangeKind::OutOfOrder => {}
         }
     }
 

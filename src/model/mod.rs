@@ -258,6 +258,10 @@ pub enum ChangeKind {
     Unchanged,
     Drop,
     Increase,
+    /// Observed before the listing's last-seen time (a listing scattered over partitions, a
+    /// backfill): stored in history, but neither the current price, the lowest price nor the
+    /// alert state moves.
+    OutOfOrder,
 }
 
 impl ChangeKind {
@@ -267,6 +271,7 @@ impl ChangeKind {
             Self::Unchanged => "unchanged",
             Self::Drop => "drop",
             Self::Increase => "increase",
+            Self::OutOfOrder => "out_of_order",
         }
     }
 }

@@ -229,7 +229,8 @@ async fn unpublished_processed(
         .query(
             "SELECT h.listing_key, h.event_id, e.event_name, e.venue, e.event_date, h.source, h.section,
                     h.\"row\", h.seat, h.price, h.fees, h.total_price, h.\"timestamp\", h.listing_id,
-                    h.listing_url, h.quantity, h.previous_price, h.change_kind, h.kafka_offset
+                    h.listing_url, h.quantity, h.previous_price, h.change_kind, h.kafka_offset,
+                    h.delivery_method, h.seller_notes
                FROM price_history h JOIN events e USING (event_id)
               WHERE h.kafka_partition = $1 AND h.kafka_offset >= $2 AND h.kafka_offset < $3
               ORDER BY h.kafka_offset",
@@ -247,6 +248,7 @@ async fn unpublished_processed(
                 "drop" => ChangeKind::Drop,
                 "increase" => ChangeKind::Increase,
                 "unchanged" => ChangeKind::Unchanged,
+                "out_of_order" => ChangeKind::OutOfOrder,
                 _ => ChangeKind::New,
             };
             let timestamp: DateTime<Utc> = r.get(12);
@@ -268,8 +270,8 @@ async fn unpublished_processed(
                     listing_id: r.get::<_, Option<&str>>(13).map(Into::into),
                     listing_url: r.get::<_, Option<&str>>(14).map(Into::into),
                     quantity: r.get(15),
-                    delivery_method: None,
-                    seller_notes: None,
+                    delivery_method: r.get::<_, Option<&str>>(19).map(Into::into),
+                    seller_notes: r.get::<_, Option<&str>>(20).map(Into::into),
                 }),
                 previous_price: previous,
                 change,

@@ -23,8 +23,9 @@
 //! listing they touch many times is rewritten once. The state writer keeps the alerts as rows
 //! ([`writer::AlertRows`]), not as events.
 //!
-//! **The offset rule.** A file is a partition of its own: its name (the last path component;
-//! `stdin` for `-`) gives the consumer `replay:<name>`, stored in `kafka_offsets`, and its rows
+//! **The offset rule.** An input is a partition of its own: its name (`--name`, by default the
+//! file's canonical path and size; stdin must be named) gives the consumer `replay:<name>`,
+//! stored in `kafka_offsets`, and its rows
 //! carry a synthetic negative `kafka_partition` derived from that consumer name, with the 0-based
 //! line number as `kafka_offset`. Each writer stores the next line number in the same
 //! transaction as its rows: the history writer under topic `replay`, the state writer under
@@ -32,10 +33,17 @@
 //! has committed it, so its offset is never ahead. A re-run of the same file starts reading at
 //! the state offset: lines up to the history offset are detected again only to write the listing
 //! state and alerts they are missing (their history and windows are stored; alerts are inserted
-//! `ON CONFLICT DO NOTHING` in any case), so no row is doubled and no observation lost; lines
-//! appended since are picked up. A renamed file counts as a new one. Nothing is produced to
+//! `ON CONFLICT DO NOTHING` in any case), so no row is doubled and no observation lost. A file
+//! that grew, was moved or was replaced has another default name and counts as a new input;
+//! replayed under its old `--name`, only the lines appended since are stored. Nothing is produced to
 //! Kafka. Until a stopped replay is run again, listing_state and price_alerts lack at most its
 //! last `--state-records` records.
+//!
+//! **Beside the engine.** A backfill of older history running beside the engine never rewinds
+//! live state: the cache is warm-started from listing_state, so a line older than its listing's
+//! last observation is stored as `out_of_order` and moves nothing, and the `listing_state`
+//! upsert itself keeps a stored row whose `last_seen` is newer (for listings the engine saw
+//! after the replay started).
 //!
 //! **Windows.** A file keeps windows of its own, as an engine instance does: written with the
 //! file's partition as their `instance` (negative, never an engine's), with a watermark of their
@@ -86,8 +94,15 @@ pub enum ReplayError {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReplayArgs {
-    /// JSON lines, one PriceEvent (the raw_prices wire format) per line; `-` reads stdin.
+    /// JSON lines, one PriceEvent (the raw_prices wire format) per line; `-` reads stdin (and
+    /// then needs --name).
     pub file: PathBuf,
+    /// The name the input's progress is stored under: a re-run with the same name resumes after
+    /// its last committed line. Default: the file's full canonical path and its size, so another
+    /// file, or this one grown, is a new input; give the same name to a file that grew to store
+    /// only its new lines. Required for stdin.
+    #[arg(long, required_if_eq("file", "-"))]
+    pub name: Option<String>,
     /// Records per Postgres transaction of the history writer.
     #[arg(long, default_value_t = 20_000)]
     pub batch_records: usize,
@@ -113,20 +128,44 @@ pub struct ReplaySource {
     pub partition: i32,
 }
 
-pub fn source_of(file: &Path) -> ReplaySource {
-    let name = if file == Path::new("-") {
-        "stdin".to_string()
-    } else {
-        file.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| file.display().to_string())
+/// Where `file`'s rows go: under `name` when given, else under the file's canonical path and
+/// size. Stdin has neither, so it needs a name.
+pub fn source_of(file: &Path, name: Option<&str>) -> Result<ReplaySource, ReplayError> {
+    let name = match name {
+        Some(name) if name.trim().is_empty() => {
+            return Err(ReplayError::Invalid("--name must not be empty".into()));
+        }
+        Some(name) => name.to_string(),
+        None if file == Path::new("-") => {
+            return Err(ReplayError::Invalid(
+                "reading stdin needs --name: the name a re-run resumes under".into(),
+            ));
+        }
+        None => default_name(file)?,
     };
-    let consumer = format!("replay:{name}");
-    let partition = -1 - partition_for(consumer.as_bytes(), i32::MAX as usize - 1) as i32;
-    ReplaySource {
-        name,
-        consumer,
-        partition,
+    Ok(ReplaySource::named(name))
+}
+
+/// `<canonical path> (<size> bytes)`.
+fn default_name(file: &Path) -> Result<String, ReplayError> {
+    let io = |source| ReplayError::Io {
+        what: format!("opening {}", file.display()),
+        source,
+    };
+    let path = std::fs::canonicalize(file).map_err(io)?;
+    let size = std::fs::metadata(&path).map_err(io)?.len();
+    Ok(format!("{} ({size} bytes)", path.display()))
+}
+
+impl ReplaySource {
+    fn named(name: String) -> Self {
+        let consumer = format!("replay:{name}");
+        let partition = -1 - partition_for(consumer.as_bytes(), i32::MAX as usize - 1) as i32;
+        Self {
+            name,
+            consumer,
+            partition,
+        }
     }
 }
 
@@ -205,7 +244,7 @@ pub async fn run(cfg: &Config, args: &ReplayArgs) -> Result<ReplayFigures, Repla
         return Err(ReplayError::Invalid("--state-records must be at least 1".into()));
     }
     let load_before = usage::load_average();
-    let source = source_of(&args.file);
+    let source = source_of(&args.file, args.name.as_deref())?;
     // Two writers, two connections, whatever the engine's pool size.
     let mut pg = cfg.postgres.clone();
     pg.pool_size = pg.pool_size.max(2);
@@ -432,13 +471,53 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_file_is_named_by_its_last_component_and_gets_a_stable_negative_partition() {
-        let a = source_of(Path::new("/data/feeds/2026-11.jsonl"));
-        let b = source_of(Path::new("2026-11.jsonl"));
-        assert_eq!(a, b);
-        assert_eq!(a.consumer, "replay:2026-11.jsonl");
-        assert!(a.partition < 0);
-        assert_ne!(a.partition, source_of(Path::new("2026-12.jsonl")).partition);
-        assert_eq!(source_of(Path::new("-")).consumer, "replay:stdin");
+    fn a_file_is_named_by_its_canonical_path_and_size_and_gets_a_stable_negative_partition() {
+        let dir = std::env::temp_dir().join(format!("conscope_replay_name_{}", std::process::id()));
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        for d in [&a, &b] {
+            std::fs::create_dir_all(d).expect("dir");
+            std::fs::write(d.join("feed.jsonl"), "{}\n").expect("file");
+        }
+        let in_a = source_of(&a.join("feed.jsonl"), None).expect("named");
+        let via_dots = source_of(&a.join("../a/feed.jsonl"), None).expect("named");
+        let in_b = source_of(&b.join("feed.jsonl"), None).expect("named");
+        assert_eq!(in_a, via_dots, "the path is canonical");
+        assert_ne!(
+            in_a.consumer, in_b.consumer,
+            "same basename, other folder: another input"
+        );
+        assert_ne!(in_a.partition, in_b.partition);
+        assert!(in_a.partition < 0 && in_b.partition < 0);
+        let canonical = std::fs::canonicalize(a.join("feed.jsonl")).expect("canonical");
+        assert_eq!(in_a.consumer, format!("replay:{} (3 bytes)", canonical.display()));
+        std::fs::write(a.join("feed.jsonl"), "{}\n{}\n").expect("grow");
+        assert_ne!(
+            source_of(&a.join("feed.jsonl"), None).expect("named"),
+            in_a,
+            "a grown file is a new input unless named"
+        );
+        let named = source_of(&a.join("feed.jsonl"), Some("nov")).expect("named");
+        assert_eq!(
+            named,
+            source_of(&b.join("feed.jsonl"), Some("nov")).expect("named")
+        );
+        assert_eq!(named.consumer, "replay:nov");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn stdin_needs_a_name() {
+        assert!(matches!(
+            source_of(Path::new("-"), None),
+            Err(ReplayError::Invalid(_))
+        ));
+        assert!(matches!(
+            source_of(Path::new("-"), Some(" ")),
+            Err(ReplayError::Invalid(_))
+        ));
+        assert_eq!(
+            source_of(Path::new("-"), Some("feed")).expect("named").consumer,
+            "replay:feed"
+        );
     }
 }

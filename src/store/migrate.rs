@@ -40,8 +40,16 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../sql/005_history_without_fk.sql"),
     },
     Migration {
+        file: "006_out_of_order.sql",
+        sql: include_str!("../../sql/006_out_of_order.sql"),
+    },
+    Migration {
         file: "007_alert_redelivery.sql",
         sql: include_str!("../../sql/007_alert_redelivery.sql"),
+    },
+    Migration {
+        file: "008_history_delivery_notes.sql",
+        sql: include_str!("../../sql/008_history_delivery_notes.sql"),
     },
 ];
 

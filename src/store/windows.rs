@@ -226,6 +226,7 @@ async fn replay_rows(
             "drop" => ChangeKind::Drop,
             "increase" => ChangeKind::Increase,
             "unchanged" => ChangeKind::Unchanged,
+            "out_of_order" => ChangeKind::OutOfOrder,
             _ => ChangeKind::New,
         };
         windows.replay(Observation {

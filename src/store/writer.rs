@@ -177,7 +177,7 @@ async fn upsert_events(
     Ok(())
 }
 
-const HISTORY_TYPES: [Type; 17] = [
+const HISTORY_TYPES: [Type; 19] = [
     Type::TEXT,
     Type::TEXT,
     Type::TEXT,
@@ -195,6 +195,8 @@ const HISTORY_TYPES: [Type; 17] = [
     Type::TEXT,
     Type::INT4,
     Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
 ];
 
 async fn copy_history(tx: &Transaction<'_>, records: &[Processed]) -> Result<(), StoreError> {
@@ -205,7 +207,8 @@ async fn copy_history(tx: &Transaction<'_>, records: &[Processed]) -> Result<(),
         .copy_in(
             "COPY price_history (event_id, listing_key, source, section, \"row\", seat, price, fees,
                  total_price, \"timestamp\", listing_id, listing_url, quantity, previous_price,
-                 change_kind, kafka_partition, kafka_offset) FROM STDIN (FORMAT binary)",
+                 change_kind, kafka_partition, kafka_offset, delivery_method, seller_notes)
+                 FROM STDIN (FORMAT binary)",
         )
         .await
         .map_err(StoreError::query("start COPY price_history"))?;
@@ -217,7 +220,7 @@ async fn copy_history(tx: &Transaction<'_>, records: &[Processed]) -> Result<(),
         let fees = e.fees.map(dollars);
         let total = dollars(e.total_price);
         let previous = p.change.previous_cents.map(dollars);
-        let row: [&(dyn ToSql + Sync); 17] = [
+        let row: [&(dyn ToSql + Sync); 19] = [
             &e.event_id(),
             &p.listing_key.as_str(),
             &e.source(),
@@ -235,6 +238,8 @@ async fn copy_history(tx: &Transaction<'_>, records: &[Processed]) -> Result<(),
             &p.change.kind.as_str(),
             &p.record.partition,
             &p.record.offset,
+            &e.delivery_method(),
+            &e.seller_notes(),
         ];
         writer
             .as_mut()
@@ -250,6 +255,11 @@ async fn copy_history(tx: &Transaction<'_>, records: &[Processed]) -> Result<(),
 }
 
 /// Upsert each listing's state (step 3 of [`write_batch`]).
+///
+/// A row whose `last_seen` is older than the stored one (a replay of old history beside the
+/// engine, or another writer that saw the listing later) moves neither the price nor the lowest
+/// price; it still adds its observations and may move `first_seen` earlier. The same rule as the
+/// price cache's ([`crate::detect::PriceCache::observe`]), so live state never rewinds.
 pub async fn upsert_listing_states(tx: &Transaction<'_>, states: &ListingStates) -> Result<(), StoreError> {
     if states.is_empty() {
         return Ok(());
@@ -269,8 +279,12 @@ pub async fn upsert_listing_states(tx: &Transaction<'_>, states: &ListingStates)
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::numeric[], $5::numeric[],
                               $6::timestamptz[], $7::timestamptz[], $8::int8[])
          ON CONFLICT (listing_key) DO UPDATE
-            SET last_price = EXCLUDED.last_price,
-                lowest_price = LEAST(listing_state.lowest_price, EXCLUDED.lowest_price),
+            SET last_price = CASE WHEN EXCLUDED.last_seen >= listing_state.last_seen
+                                  THEN EXCLUDED.last_price ELSE listing_state.last_price END,
+                lowest_price = CASE WHEN EXCLUDED.last_seen >= listing_state.last_seen
+                                    THEN LEAST(listing_state.lowest_price, EXCLUDED.lowest_price)
+                                    ELSE listing_state.lowest_price END,
+                first_seen = LEAST(listing_state.first_seen, EXCLUDED.first_seen),
                 last_seen = GREATEST(listing_state.last_seen, EXCLUDED.last_seen),
                 observations = listing_state.observations + EXCLUDED.observations,
                 updated_at = now()",
@@ -482,5 +496,32 @@ mod tests {
         assert_eq!((a.event_id.as_str(), a.source.as_str()), ("e1", "mock"));
         let b = &states.rows["mock:B"];
         assert_eq!((b.last_price, b.lowest_price, b.observations), (5_000, 5_000, 1));
+    }
+
+    #[test]
+    fn an_out_of_order_record_is_counted_but_leaves_the_folded_state() {
+        let detector = Detector::new(
+            Arc::new(PriceCache::new()),
+            Rules::from_config(&DetectConfig::default()),
+        );
+        let processed = detected(
+            &detector,
+            &[
+                ("A", 100.0, "2026-11-21T10:05:00"),
+                ("A", 40.0, "2026-11-21T10:00:00"),
+            ],
+        );
+        let mut states = ListingStates::default();
+        states.add(&processed);
+        let a = &states.rows["mock:A"];
+        let at = |s: &str| s.parse::<DateTime<Utc>>().expect("time");
+        assert_eq!(
+            (a.last_price, a.lowest_price, a.observations),
+            (10_000, 10_000, 2)
+        );
+        assert_eq!(
+            (a.first_seen, a.last_seen),
+            (at("2026-11-21T10:00:00Z"), at("2026-11-21T10:05:00Z"))
+        );
     }
 }

@@ -232,6 +232,11 @@ pub fn render(s: &WebState) -> String {
         "conscope_detect_changes_total",
         &[("kind", "new")],
         n(&c.detect_new),
+    )
+    .sample(
+        "conscope_detect_changes_total",
+        &[("kind", "out_of_order")],
+        n(&c.detect_out_of_order),
     );
     e.single(
         "conscope_detect_alerts_total",

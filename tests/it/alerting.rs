@@ -119,6 +119,66 @@ async fn wait_for(db: &TestDb, sql: &str, expected: i64, within: Duration) {
     }
 }
 
+/// Wait until everything produced so far has gone all the way through: the engine committed
+/// and published every raw_prices record, the alert task consumed every processed_prices and
+/// price_alerts record, and no delivery is pending. Only after that does "nothing more
+/// arrived" say something.
+async fn wait_settled(db: &TestDb, cfg: &Config, within: Duration) {
+    let client = conscope::kafka::connect(&cfg.kafka).await.expect("broker");
+    let c = db.connect().await.expect("connect");
+    let t = &cfg.kafka.topics;
+    let started = Instant::now();
+    loop {
+        let mut behind = Vec::new();
+        let inputs = [
+            ("engine", &t.raw_prices),
+            ("alert", &t.processed_prices),
+            ("alert", &t.price_alerts),
+        ];
+        for (consumer, topic) in inputs {
+            for p in 0..topic.partitions {
+                let pc = client
+                    .partition_client(
+                        &topic.name,
+                        p,
+                        rskafka::client::partition::UnknownTopicHandling::Error,
+                    )
+                    .await
+                    .expect("partition");
+                let end = pc
+                    .get_offset(rskafka::client::partition::OffsetAt::Latest)
+                    .await
+                    .expect("high watermark");
+                let stored: Option<(i64, i64)> = c
+                    .query_opt(
+                        "SELECT next_offset, published_offset FROM kafka_offsets
+                          WHERE consumer = $1 AND topic = $2 AND \"partition\" = $3",
+                        &[&consumer, &topic.name, &p],
+                    )
+                    .await
+                    .expect("offsets")
+                    .map(|r| (r.get(0), r.get(1)));
+                let (next, published) = stored.unwrap_or((0, 0));
+                let done = next >= end && (consumer != "engine" || published >= next);
+                if end > 0 && !done {
+                    behind.push(format!("{consumer} {}/{p}: {next} of {end}", topic.name));
+                }
+            }
+        }
+        let pending = db
+            .count("SELECT count(*) FROM alert_deliveries WHERE status = 'pending'")
+            .await;
+        if behind.is_empty() && pending == 0 {
+            return;
+        }
+        assert!(
+            started.elapsed() < within,
+            "not settled within {within:?}: {behind:?}, {pending} deliveries pending"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn default_alert_ids(db: &TestDb) -> Vec<String> {
     let c = db.connect().await.expect("connect");
     let rows = c
@@ -373,8 +433,8 @@ async fn each_watch_trigger_fires_when_it_should_and_re_arms() {
     ];
     let total: usize = expected.iter().map(|(_, n)| n).sum();
     hook.wait_delivered(total, Duration::from_secs(60)).await;
-    // Nothing more arrives late.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Every record evaluated and every delivery done: nothing more is on its way.
+    wait_settled(&db, &cfg, Duration::from_secs(60)).await;
     run.stop().await;
 
     let mut fired: BTreeMap<String, usize> = BTreeMap::new();
@@ -422,7 +482,13 @@ async fn each_watch_trigger_fires_when_it_should_and_re_arms() {
         vec![(b"A1".to_vec(), harness::event_json("E1", "A1", 79.5))],
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The $79.50 record was committed, published and evaluated by every watch.
+    wait_settled(&db, &cfg, Duration::from_secs(60)).await;
+    assert_eq!(
+        db.count("SELECT count(*) FROM price_history WHERE price = 79.50")
+            .await,
+        1
+    );
     run.stop().await;
     assert_eq!(hook.delivered().len(), total, "50 cents lower is no new alert");
 }

@@ -116,13 +116,36 @@ fn gen_feed(config: &Path, path: &Path, events: u64) {
 }
 
 fn replay(config: &Path, file: &Path) -> Value {
-    let output = harness::conscope(config)
-        .arg("replay")
-        .arg(file)
-        .arg("--json")
-        .output()
-        .expect("run conscope replay");
-    ok(output, "conscope replay")
+    replay_as(config, file, None)
+}
+
+/// `conscope replay FILE [--name NAME] --json`.
+fn replay_as(config: &Path, file: &Path, name: Option<&str>) -> Value {
+    let mut cmd = harness::conscope(config);
+    cmd.arg("replay").arg(file).arg("--json");
+    if let Some(name) = name {
+        cmd.args(["--name", name]);
+    }
+    ok(cmd.output().expect("run conscope replay"), "conscope replay")
+}
+
+/// Every stored (kafka_partition, kafka_offset), in order.
+async fn history_keys(db: &TestDb) -> Vec<(i32, i64)> {
+    let c = db.connect().await.expect("connect");
+    c.query(
+        "SELECT kafka_partition, kafka_offset FROM price_history ORDER BY 1, 2",
+        &[],
+    )
+    .await
+    .expect("history")
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+/// The lines `0..n` of one replayed input, as price_history keys.
+fn lines_of(partition: f64, n: i64) -> Vec<(i32, i64)> {
+    (0..n).map(|o| (partition as i32, o)).collect()
 }
 
 fn scratch_dir(name: &str) -> PathBuf {
@@ -174,7 +197,7 @@ async fn replaying_a_file_twice_or_in_two_parts_stores_every_line_once() {
     let part = first.join("feed.jsonl");
     std::fs::write(&part, head).expect("write part");
 
-    let a = replay(&config, &part);
+    let a = replay_as(&config, &part, Some("feed"));
     assert_eq!(num(&a, "rows_written"), 2_000.0);
     assert_eq!(num(&a, "start_line"), 0.0);
     assert_eq!(
@@ -190,7 +213,7 @@ async fn replaying_a_file_twice_or_in_two_parts_stores_every_line_once() {
         "replayed rows never take a Kafka partition"
     );
 
-    let again = replay(&config, &part);
+    let again = replay_as(&config, &part, Some("feed"));
     assert_eq!(
         num(&again, "rows_written"),
         0.0,
@@ -200,15 +223,15 @@ async fn replaying_a_file_twice_or_in_two_parts_stores_every_line_once() {
     assert!(again["bare_copy"].is_null());
     assert_eq!(db.count("SELECT count(*) FROM price_history").await, 2_000);
 
-    // The grown file (same name, elsewhere): only the new lines are stored.
-    let rest = replay(&config, &full);
+    // The grown file (elsewhere, under the same --name): only the new lines are stored.
+    let rest = replay_as(&config, &full, Some("feed"));
     assert_eq!(num(&rest, "start_line"), 2_000.0);
     assert_eq!(num(&rest, "rows_written"), 1_000.0);
-    assert_eq!(db.count("SELECT count(*) FROM price_history").await, 3_000);
+    assert_eq!(num(&rest, "partition"), num(&a, "partition"));
     assert_eq!(
-        db.count("SELECT count(DISTINCT (kafka_partition, kafka_offset)) FROM price_history")
-            .await,
-        3_000
+        history_keys(&db).await,
+        lines_of(num(&a, "partition"), 3_000),
+        "every line of the feed stored once"
     );
 
     // In two parts or at once, the same alerts and listing state.
@@ -297,8 +320,10 @@ async fn a_replay_killed_between_its_two_writers_resumes_without_a_lost_or_doubl
     let dir = scratch_dir("replay_kill");
     let file = dir.join("feed.jsonl");
     gen_feed(&config, &file, LINES as u64);
-    let consumer = "replay:feed.jsonl";
+    let consumer = "replay:feed";
     let args = [
+        "--name",
+        "feed",
         "--batch-records",
         "500",
         "--state-records",
@@ -349,16 +374,15 @@ async fn a_replay_killed_between_its_two_writers_resumes_without_a_lost_or_doubl
         "at least one kill left listing_state behind the history (it lags by design)"
     );
 
-    let end = replay(&config, &file);
+    let end = replay_as(&config, &file, Some("feed"));
     assert_eq!(replay_offsets(&db, consumer).await, (LINES, LINES));
     assert_eq!(num(&end, "rows_written") as i64 + last, LINES);
 
     // Every line stored once, and every listing's state what its stored history says.
-    assert_eq!(db.count("SELECT count(*) FROM price_history").await, LINES);
     assert_eq!(
-        db.count("SELECT count(DISTINCT kafka_offset) FROM price_history")
-            .await,
-        LINES
+        history_keys(&db).await,
+        lines_of(num(&end, "partition"), LINES),
+        "every line stored once"
     );
     assert_eq!(
         db.count("SELECT coalesce(sum(observations), 0)::int8 FROM listing_state")
@@ -396,5 +420,91 @@ async fn a_replay_killed_between_its_two_writers_resumes_without_a_lost_or_doubl
     for p in [config, other_config] {
         let _ = std::fs::remove_file(p);
     }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn two_files_with_one_basename_in_two_folders_replay_independently() {
+    let db = TestDb::migrated().await.expect("db");
+    let config = harness::write_config(&harness::config(&db, 1));
+    let dir = scratch_dir("replay_names");
+    let feed = dir.join("feed.jsonl");
+    gen_feed(&config, &feed, 1_000);
+    let text = std::fs::read_to_string(&feed).expect("feed");
+    let lines: Vec<&str> = text.lines().collect();
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    for (d, part) in [(&a, &lines[..600]), (&b, &lines[600..])] {
+        std::fs::create_dir_all(d).expect("dir");
+        let body: String = part.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(d.join("feed.jsonl"), body).expect("write part");
+    }
+
+    let first = replay(&config, &a.join("feed.jsonl"));
+    let second = replay(&config, &b.join("feed.jsonl"));
+    assert_eq!(num(&first, "rows_written"), 600.0);
+    assert_eq!(
+        (num(&second, "start_line"), num(&second, "rows_written")),
+        (0.0, 400.0),
+        "another file of the same basename is read from its first line"
+    );
+    assert_ne!(first["consumer"], second["consumer"]);
+    let canonical = std::fs::canonicalize(a.join("feed.jsonl")).expect("canonical");
+    assert_eq!(
+        first["consumer"].as_str(),
+        Some(
+            format!(
+                "replay:{} ({} bytes)",
+                canonical.display(),
+                lines[..600].iter().map(|l| l.len() + 1).sum::<usize>()
+            )
+            .as_str()
+        )
+    );
+    let mut expected = lines_of(num(&first, "partition"), 600);
+    expected.extend(lines_of(num(&second, "partition"), 400));
+    expected.sort();
+    assert_eq!(history_keys(&db).await, expected);
+
+    // The same file again, unchanged: it resumes, nothing is added.
+    let again = replay(&config, &a.join("feed.jsonl"));
+    assert_eq!(
+        (num(&again, "start_line"), num(&again, "rows_written")),
+        (600.0, 0.0)
+    );
+    assert_eq!(history_keys(&db).await, expected);
+
+    // Stdin: refused without --name (a usage error, before anything is stored) ...
+    let refused = harness::conscope(&config)
+        .args(["replay", "-", "--json"])
+        .stdin(std::fs::File::open(&feed).expect("feed"))
+        .output()
+        .expect("run conscope replay -");
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--name"), "{stderr}");
+    assert_eq!(history_keys(&db).await, expected);
+
+    // ... and, named, stored once and resumed under that name.
+    let piped = |name: &str| {
+        let output = harness::conscope(&config)
+            .args(["replay", "-", "--json", "--baseline-rows", "0", "--name", name])
+            .stdin(std::fs::File::open(&feed).expect("feed"))
+            .output()
+            .expect("run conscope replay -");
+        ok(output, "conscope replay -")
+    };
+    let fresh = piped("whole feed");
+    assert_eq!(num(&fresh, "rows_written"), 1_000.0);
+    assert_eq!(fresh["consumer"], "replay:whole feed");
+    let resumed = piped("whole feed");
+    assert_eq!(
+        (num(&resumed, "already_stored"), num(&resumed, "rows_written")),
+        (1_000.0, 0.0)
+    );
+    expected.extend(lines_of(num(&fresh, "partition"), 1_000));
+    expected.sort();
+    assert_eq!(history_keys(&db).await, expected);
+
+    let _ = std::fs::remove_file(config);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -8,6 +8,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::harness::{self, Running, TestDb};
+use crate::kills;
 
 fn windowed(db: &TestDb, partitions: i32, lateness_s: u64, idle_s: u64, policy: LatePolicy) -> Config {
     let mut cfg = harness::config(db, partitions);
@@ -290,11 +291,12 @@ async fn a_restart_mid_window_and_sigkills_give_the_windows_of_an_uninterrupted_
     }
     let hw = harness::high_watermarks(&client, &cfg).await.expect("hw");
     let path = harness::write_config(&cfg);
+    // Each kill lands while records are still unconsumed.
+    let total: i64 = hw.iter().sum();
     let mut rng = rand::thread_rng();
-    for _ in 0..3 {
-        let mut run = Running::start(&path);
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(600..2_500))).await;
-        run.kill9();
+    for kill in 0..3 {
+        let at = kills::kill_mid_stream(&path, &db, &cfg, total, 3 - kill, &mut rng).await;
+        eprintln!("kill {kill}: {at} of {total} records committed");
     }
     let mut run = Running::start(&path);
     harness::wait_for_offsets(&db, &cfg, &hw, Duration::from_secs(120))
