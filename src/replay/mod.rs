@@ -69,6 +69,7 @@ use crate::bench::usage;
 use crate::config::Config;
 use crate::detect::stage::Detector;
 use crate::detect::{PriceCache, Rules};
+use crate::ingest::parse::Parser;
 use crate::kafka::produce::partition_for;
 use crate::store::{self, StoreError, migrate, offsets, windows, writer};
 use reader::{ReplayBatch, Resume};
@@ -295,11 +296,12 @@ pub async fn run(cfg: &Config, args: &ReplayArgs) -> Result<ReplayFigures, Repla
     let before = usage::own();
     let started = Instant::now();
     let (partition, batch_records) = (source.partition, args.batch_records);
+    let max_future_skew = cfg.ingest.max_future_skew;
     let reading = tokio::task::spawn_blocking(move || {
         reader::read(
             input,
-            resume,
-            partition,
+            Parser::with_max_future_skew(max_future_skew),
+            (resume, partition),
             &detector,
             &mut file_windows,
             batch_records,

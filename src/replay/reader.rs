@@ -127,11 +127,12 @@ fn empty_batch(capacity: usize, next_offset: i64, state_only: bool) -> ReplayBat
 }
 
 /// Read `input` to its end from line `resume.start`, sending batches of `batch_records` to `tx`.
-/// Stops early (without error) when the writer has gone.
+/// Lines are parsed and validated by `parser` (built with the configured
+/// `ingest.max_future_skew`). Stops early (without error) when the writer has gone.
 pub fn read(
     mut input: impl BufRead,
-    resume: Resume,
-    partition: i32,
+    mut parser: Parser,
+    (resume, partition): (Resume, i32),
     detector: &Detector,
     windows: &mut Windows,
     batch_records: usize,
@@ -139,7 +140,6 @@ pub fn read(
 ) -> std::io::Result<ReadSummary> {
     let Resume { start, history_from } = resume;
     let mut summary = ReadSummary::default();
-    let mut parser = Parser::new();
     let mut line = Vec::with_capacity(1024);
     let mut batch = empty_batch(batch_records, start, start < history_from);
     let mut bytes_read = 0u64;
@@ -267,7 +267,16 @@ mod tests {
             Rules::from_config(&DetectConfig::default()),
         );
         let (tx, mut rx) = mpsc::channel(100);
-        let summary = read(input.as_bytes(), resume, -7, &detector, windows, batch, &tx).expect("read");
+        let summary = read(
+            input.as_bytes(),
+            Parser::new(),
+            (resume, -7),
+            &detector,
+            windows,
+            batch,
+            &tx,
+        )
+        .expect("read");
         drop(tx);
         let mut batches = Vec::new();
         while let Ok(b) = rx.try_recv() {
