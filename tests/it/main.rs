@@ -7,6 +7,7 @@ mod alerting;
 mod bench;
 mod engine;
 mod foundation;
+mod outage;
 mod pollers;
 mod simulated;
 mod web;
