@@ -110,7 +110,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self {
             format: LogFormat::Human,
-            level: "info,rskafka=warn".into(),
+            level: "info,rskafka=error".into(),
         }
     }
 }

@@ -163,19 +163,20 @@ async fn broker_counts(
     })
     .await?;
     let Some(listed) = listed else { return Ok(None) };
-    counts_of(&ctx.cfg, &listed).map(Some)
+    counts_of(&ctx.cfg, &listed)
+        .map(Some)
+        .map_err(|topic| EngineError::TopicMissing { topic })
 }
 
-fn counts_of(cfg: &Config, listed: &BTreeMap<String, i32>) -> Result<Counts, EngineError> {
+/// The counts of the engine's topics in `listed`; `Err` names a topic the broker lacks.
+fn counts_of(cfg: &Config, listed: &BTreeMap<String, i32>) -> Result<Counts, String> {
     let t = &cfg.kafka.topics;
     let mut counts = [0; 3];
     for (slot, topic) in counts
         .iter_mut()
         .zip([&t.raw_prices, &t.processed_prices, &t.price_alerts])
     {
-        *slot = *listed.get(&topic.name).ok_or_else(|| EngineError::TopicMissing {
-            topic: topic.name.clone(),
-        })?;
+        *slot = *listed.get(&topic.name).ok_or_else(|| topic.name.clone())?;
     }
     Ok(counts)
 }
