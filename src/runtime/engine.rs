@@ -344,7 +344,13 @@ async fn run_with_counts(
             }
             joined = stages.join_next() => joined,
             _ = poll.tick(), if ingest_tx.is_some() => {
-                if partitions_changed(ctx, &cfg, counts).await {
+                // A metadata request can take up to request_timeout: shutdown does not wait for it.
+                let changed = tokio::select! {
+                    biased;
+                    () = stop_ingest.cancelled() => false,
+                    changed = partitions_changed(ctx, &cfg, counts) => changed,
+                };
+                if changed {
                     ended = Ended::PartitionsChanged;
                     stop_ingest.cancel();
                 }
