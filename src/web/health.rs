@@ -3,9 +3,10 @@
 //! Live: the process answers HTTP (200 always). Ready: Postgres answers `SELECT 1`, the broker
 //! answers a metadata request, no outage of either is in progress as the engine sees it (a
 //! stage still waiting for one: `Metrics::kafka_outage`, `Metrics::postgres_outage`), and the
-//! total raw_prices lag is at most `web.ready_max_lag`; otherwise 503 with the reason. The two probes run at once, each bounded by
-//! `web.health_timeout`. The broker probe uses the engine's shared client: a probe that times
-//! out may make that client reconnect, which only happens when the broker is already in trouble.
+//! total raw_prices lag is at most `web.ready_max_lag`; otherwise 503 with the reason. The two
+//! probes run at once, each bounded by `web.health_timeout`. The broker probe uses the engine's
+//! shared client: a probe that times out may make that client reconnect, which only happens
+//! when the broker is already in trouble.
 
 use axum::Json;
 use axum::extract::State;
@@ -41,13 +42,14 @@ pub struct Check {
     pub outage: Option<OutageCheck>,
 }
 
+/// The engine's view of an outage. Its error stays in the log: a database error may name the
+/// server (the URL, even redacted, never goes out here).
 #[derive(Debug, Serialize)]
 pub struct OutageCheck {
     /// Seconds since the first failing call.
     pub seconds: u64,
-    /// The stage that saw it first, and its error.
+    /// The stage that saw it first.
     pub stage: &'static str,
-    pub error: String,
 }
 
 impl Check {
@@ -57,14 +59,13 @@ impl Check {
             if self.ok {
                 self.ok = false;
                 self.error = Some(format!(
-                    "{} is failing for {}: {}",
-                    outage.dependency, now.stage, now.error
+                    "{} is failing for {} (its error is in the log)",
+                    outage.dependency, now.stage
                 ));
             }
             self.outage = Some(OutageCheck {
                 seconds: now.since.as_secs(),
                 stage: now.stage,
-                error: now.error,
             });
         }
         self
