@@ -163,6 +163,10 @@ async fn a_three_minute_broker_outage_is_waited_out_and_every_record_lands_once(
         assert!(Instant::now() < waited, "no outage in progress:\n{metrics}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let (code, body) = get(web, "/health/ready").await;
+    let ready: serde_json::Value = serde_json::from_str(&body).expect("readiness JSON");
+    assert_eq!(code, 503, "{body}");
+    assert!(ready["kafka"]["outage"]["stage"].is_string(), "{body}");
     stays_up(&mut run, down + OUTAGE).await;
 
     broker.resume().expect("restart broker");
