@@ -1,19 +1,35 @@
 //! The one retry policy (initial, max, multiplier, jitter, deadline), shared by Kafka, Postgres
 //! and webhook retries. A [`Backoff`] is one retry sequence: ask it for the next delay until it
-//! says the deadline has passed.
+//! says the deadline has passed (Kafka's and Postgres's have none by default: an outage is
+//! waited out however long it lasts).
+//!
+//! A sequence may report to an [`Outage`], the shared view of one dependency (the broker,
+//! Postgres). Many callers retry at once during an outage — every partition reader, publish, the
+//! DLQ — so the outage, not each caller, says what happened: it begins when the first caller
+//! starts failing and ends when the last one succeeds, with one WARN for each, while the retries
+//! themselves log at DEBUG. Metrics and `/health/ready` read it.
+//!
+//! ```text
+//!  caller A ─ fail ─► Outage{failing: 1} ── WARN "unavailable" (outages_total += 1)
+//!  caller B ─ fail ─► Outage{failing: 2}
+//!  caller A ─ ok ───► Outage{failing: 1}
+//!  caller B ─ ok ───► Outage{failing: 0} ── WARN "available again after 3m 2s"
+//! ```
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 
 use crate::config::BackoffConfig;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Backoff {
     config: BackoffConfig,
     next: Duration,
     started: Instant,
     attempts: u32,
+    outage: Option<Caller>,
 }
 
 impl Backoff {
@@ -23,6 +39,15 @@ impl Backoff {
             next: config.initial,
             started: Instant::now(),
             attempts: 0,
+            outage: None,
+        }
+    }
+
+    /// A sequence whose failures count towards `outage`, as seen by `stage` (named in the log).
+    pub fn tracked(config: &BackoffConfig, outage: &Arc<Outage>, stage: &'static str) -> Self {
+        Self {
+            outage: Some(outage.caller(stage)),
+            ..Self::new(config)
         }
     }
 
@@ -34,7 +59,26 @@ impl Backoff {
         let jitter = self.config.jitter.clamp(0.0, 1.0);
         let factor = 1.0 - jitter * rand::thread_rng().r#gen::<f64>();
         let delay = base.mul_f64(factor);
-        (self.started.elapsed() + delay <= self.config.deadline).then_some(delay)
+        match self.config.deadline() {
+            Some(deadline) => (self.started.elapsed() + delay <= deadline).then_some(delay),
+            None => Some(delay),
+        }
+    }
+
+    /// The call failed with `error`: report it to the outage (if tracked), log the retry at
+    /// DEBUG and return the delay before the next attempt, `None` once the deadline has passed.
+    pub fn failed(&mut self, error: &dyn std::fmt::Display) -> Option<Duration> {
+        if let Some(outage) = &mut self.outage {
+            outage.failed(error);
+        }
+        let delay = self.next_delay();
+        tracing::debug!(error = %error, retry_in = ?delay, attempt = self.attempts, "retrying");
+        delay
+    }
+
+    /// Whether failures report to an [`Outage`] (which then does the logging).
+    pub fn is_tracked(&self) -> bool {
+        self.outage.is_some()
     }
 
     /// Attempts made so far (delays handed out).
@@ -42,8 +86,11 @@ impl Backoff {
         self.attempts
     }
 
-    /// Start a new sequence after a success.
+    /// Start a new sequence after a success (which ends this caller's part in an outage).
     pub fn reset(&mut self) {
+        if let Some(outage) = &mut self.outage {
+            outage.succeeded();
+        }
         self.next = self.config.initial;
         self.started = Instant::now();
         self.attempts = 0;
@@ -66,7 +113,145 @@ impl Backoff {
             init_backoff: config.initial,
             max_backoff: config.max,
             base: config.multiplier,
-            deadline: Some(config.deadline),
+            deadline: config.deadline(),
+        }
+    }
+}
+
+/// One dependency's outage as ConScope's callers see it: shared by every caller of that
+/// dependency (`Metrics::kafka_outage`, `Metrics::postgres_outage`). The lock is taken only when
+/// a caller starts or stops failing, never across an `.await`.
+#[derive(Debug)]
+pub struct Outage {
+    /// "the Kafka broker", "PostgreSQL": how the log and `/health/ready` name it.
+    pub dependency: &'static str,
+    state: Mutex<OutageState>,
+}
+
+#[derive(Debug, Default)]
+struct OutageState {
+    /// Callers currently retrying.
+    failing: usize,
+    /// Since when, which stage saw it first and with what error.
+    current: Option<(Instant, &'static str, String)>,
+    outages: u64,
+    /// Length of the outages that ended.
+    ended: Duration,
+}
+
+/// An outage in progress, for `/health/ready` and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutageNow {
+    pub since: Duration,
+    pub stage: &'static str,
+    pub error: String,
+}
+
+impl Outage {
+    pub fn new(dependency: &'static str) -> Self {
+        Self {
+            dependency,
+            state: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutageState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A handle for one caller (one retry loop) of this dependency.
+    pub fn caller(self: &Arc<Self>, stage: &'static str) -> Caller {
+        Caller {
+            outage: self.clone(),
+            stage,
+            failing: false,
+        }
+    }
+
+    /// The outage in progress, if any.
+    pub fn now(&self) -> Option<OutageNow> {
+        let s = self.lock();
+        s.current.as_ref().map(|(at, stage, error)| OutageNow {
+            since: at.elapsed(),
+            stage,
+            error: error.clone(),
+        })
+    }
+
+    /// Outages begun so far.
+    pub fn count(&self) -> u64 {
+        self.lock().outages
+    }
+
+    /// Total length of every outage, the one in progress included.
+    pub fn total(&self) -> Duration {
+        let s = self.lock();
+        s.ended + s.current.as_ref().map_or(Duration::ZERO, |(at, ..)| at.elapsed())
+    }
+
+    fn begin(&self, stage: &'static str, error: &dyn std::fmt::Display) {
+        let mut s = self.lock();
+        s.failing += 1;
+        if s.failing == 1 {
+            s.outages += 1;
+            s.current = Some((Instant::now(), stage, error.to_string()));
+            tracing::warn!(
+                stage,
+                error = %error,
+                "{} is unavailable; waiting for it (retries are logged at DEBUG)",
+                self.dependency
+            );
+        }
+    }
+
+    fn end(&self, recovered: bool) {
+        let mut s = self.lock();
+        s.failing = s.failing.saturating_sub(1);
+        if s.failing > 0 {
+            return;
+        }
+        if let Some((at, stage, _)) = s.current.take() {
+            let lasted = at.elapsed();
+            s.ended += lasted;
+            let lasted = humantime::format_duration(Duration::from_secs(lasted.as_secs()));
+            if recovered {
+                tracing::warn!(stage, %lasted, "{} is available again", self.dependency);
+            } else {
+                tracing::info!(stage, %lasted, "no task is waiting for {} any more", self.dependency);
+            }
+        }
+    }
+}
+
+/// One caller's part in an [`Outage`]: failing or not. Dropped while failing (its task ended or
+/// gave up), it stops counting towards the outage.
+#[derive(Debug)]
+pub struct Caller {
+    outage: Arc<Outage>,
+    stage: &'static str,
+    failing: bool,
+}
+
+impl Caller {
+    pub fn failed(&mut self, error: &dyn std::fmt::Display) {
+        if !self.failing {
+            self.failing = true;
+            self.outage.begin(self.stage, error);
+        }
+    }
+
+    pub fn succeeded(&mut self) {
+        if self.failing {
+            self.failing = false;
+            self.outage.end(true);
+        }
+    }
+}
+
+impl Drop for Caller {
+    fn drop(&mut self) {
+        if self.failing {
+            self.outage.end(false);
         }
     }
 }
@@ -90,6 +275,43 @@ mod tests {
         assert_eq!(b.next_delay(), Some(Duration::from_millis(40)));
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(b.next_delay(), None);
+    }
+
+    #[test]
+    fn without_a_deadline_retries_never_stop() {
+        let config = BackoffConfig {
+            initial: Duration::from_millis(1),
+            max: Duration::from_millis(1),
+            deadline: BackoffConfig::NO_DEADLINE,
+            ..BackoffConfig::default()
+        };
+        let mut b = Backoff::new(&config);
+        assert!((0..10_000).all(|_| b.next_delay().is_some()));
+        assert_eq!(Backoff::rskafka(&config).deadline, None);
+    }
+
+    #[test]
+    fn an_outage_spans_from_the_first_failing_caller_to_the_last_recovered_one() {
+        let outage = Arc::new(Outage::new("the broker"));
+        let config = BackoffConfig::default();
+        let mut a = Backoff::tracked(&config, &outage, "ingest");
+        let mut b = Backoff::tracked(&config, &outage, "publish");
+        a.reset();
+        assert_eq!(outage.now(), None, "a success outside an outage changes nothing");
+        assert!(a.failed(&"connection refused").is_some());
+        assert!(a.failed(&"connection refused again").is_some());
+        assert!(b.failed(&"timeout").is_some());
+        assert_eq!(outage.count(), 1);
+        let now = outage.now().expect("in progress");
+        assert_eq!((now.stage, now.error.as_str()), ("ingest", "connection refused"));
+        a.reset();
+        assert!(outage.now().is_some(), "publish still waits");
+        drop(b);
+        assert_eq!(outage.now(), None, "a caller that stopped waiting ends its part");
+        assert!(a.failed(&"down again").is_some());
+        assert_eq!(outage.count(), 2);
+        a.reset();
+        assert_eq!(outage.now(), None);
     }
 
     #[test]

@@ -6,11 +6,13 @@
 //! an `.await`. A [`Snapshot`] is what gets logged, stored in `system_metrics` and served.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
+
+use crate::backoff::Outage;
 
 /// Counters of the engine. Names follow `conscope_<stage>_<what>_<unit>` when exported.
 #[derive(Debug, Default)]
@@ -71,6 +73,11 @@ pub struct Metrics {
     latency_sum_us: AtomicU64,
     channels: Mutex<BTreeMap<&'static str, (usize, usize)>>,
     last_error: Mutex<Option<String>>,
+    /// The broker as every Kafka caller sees it: an outage spans from the first failing call
+    /// to the last recovered one (see `backoff`).
+    pub kafka_outage: Arc<Outage>,
+    /// PostgreSQL, likewise.
+    pub postgres_outage: Arc<Outage>,
 }
 
 impl Default for Metrics {
@@ -85,6 +92,8 @@ impl Default for Metrics {
             latency_sum_us: AtomicU64::new(0),
             channels: Mutex::default(),
             last_error: Mutex::default(),
+            kafka_outage: Arc::new(Outage::new("the Kafka broker")),
+            postgres_outage: Arc::new(Outage::new("PostgreSQL")),
         }
     }
 }
@@ -226,8 +235,31 @@ impl Metrics {
                 })
                 .collect(),
             last_error: lock(&self.last_error).clone(),
+            outages: [("kafka", &self.kafka_outage), ("postgres", &self.postgres_outage)]
+                .into_iter()
+                .map(|(name, o)| {
+                    let figures = OutageFigures {
+                        count: o.count(),
+                        seconds: o.total().as_secs_f64(),
+                        in_progress_s: o.now().map(|n| n.since.as_secs_f64()),
+                    };
+                    (name, figures)
+                })
+                .collect(),
         }
     }
+}
+
+/// Outages of one dependency so far.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutageFigures {
+    /// Outages begun.
+    pub count: u64,
+    /// Their total length, the one in progress included.
+    pub seconds: f64,
+    /// How long the one in progress has lasted; absent when there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_progress_s: Option<f64>,
 }
 
 /// Cumulative counts of the latency histogram at fixed bounds (`le` in seconds).
@@ -286,6 +318,8 @@ pub struct Snapshot {
     pub lag: BTreeMap<i32, i64>,
     pub channels: BTreeMap<String, ChannelFill>,
     pub last_error: Option<String>,
+    /// Outages of the broker (`kafka`) and of Postgres (`postgres`).
+    pub outages: BTreeMap<&'static str, OutageFigures>,
 }
 
 #[cfg(test)]

@@ -112,7 +112,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self {
             format: LogFormat::Human,
-            level: "info,rskafka=warn".into(),
+            level: "info,rskafka=error".into(),
         }
     }
 }
@@ -128,20 +128,58 @@ pub struct BackoffConfig {
     pub multiplier: f64,
     /// Fraction of each delay drawn at random (0.0 to 1.0).
     pub jitter: f64,
-    /// Give up after this long in total.
-    #[serde(with = "humantime_serde")]
+    /// Give up after this long in total; [`BackoffConfig::NO_DEADLINE`] (`"none"` in the file)
+    /// retries for as long as it takes.
+    #[serde(with = "deadline_serde")]
     pub deadline: Duration,
 }
 
+impl BackoffConfig {
+    /// The deadline that never passes: `deadline = "none"`.
+    pub const NO_DEADLINE: Duration = Duration::MAX;
+
+    /// The deadline, `None` when retries never give up.
+    pub fn deadline(&self) -> Option<Duration> {
+        (self.deadline != Self::NO_DEADLINE).then_some(self.deadline)
+    }
+}
+
 impl Default for BackoffConfig {
+    /// Kafka's retries: an outage is waited out for as long as it lasts.
     fn default() -> Self {
         Self {
             initial: Duration::from_millis(100),
             max: Duration::from_secs(5),
             multiplier: 2.0,
             jitter: 0.2,
-            deadline: Duration::from_secs(30),
+            deadline: Self::NO_DEADLINE,
         }
+    }
+}
+
+/// A deadline is a duration string or `"none"` (never give up).
+mod deadline_serde {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::BackoffConfig;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        if *d == BackoffConfig::NO_DEADLINE {
+            s.serialize_str("none")
+        } else {
+            humantime_serde::serialize(d, s)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.trim().eq_ignore_ascii_case("none") {
+            return Ok(BackoffConfig::NO_DEADLINE);
+        }
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("{e} (a duration such as \"10m\", or \"none\")")))
     }
 }
 
@@ -230,6 +268,16 @@ pub struct KafkaConfig {
     /// bigger still is sent to the DLQ as unreadable (its offset still advances).
     pub fetch_max_record_bytes: i32,
     pub offset_out_of_range: OffsetReset,
+    /// Upper bound on one produce request's records (Kafka's default `message.max.bytes` is
+    /// 1 MiB): larger sends are split into several requests.
+    pub max_request_bytes: usize,
+    /// A DLQ record keeps at most this many bytes of the refused key and value; the original
+    /// sizes go in the headers `original_key_bytes` / `original_value_bytes`.
+    pub dlq_max_value_bytes: usize,
+    /// How often the broker's partition counts are read while running: partitions added to
+    /// raw_prices are picked up within this long.
+    #[serde(with = "humantime_serde")]
+    pub partition_poll_interval: Duration,
     pub backoff: BackoffConfig,
     pub topics: TopicsConfig,
 }
@@ -244,6 +292,9 @@ impl Default for KafkaConfig {
             fetch_max_bytes: 1024 * 1024,
             fetch_max_record_bytes: 16 * 1024 * 1024,
             offset_out_of_range: OffsetReset::Fail,
+            max_request_bytes: 1024 * 1024,
+            dlq_max_value_bytes: 64 * 1024,
+            partition_poll_interval: Duration::from_secs(120),
             backoff: BackoffConfig::default(),
             topics: TopicsConfig::default(),
         }
@@ -271,11 +322,8 @@ impl Default for PostgresConfig {
             pool_size: 8,
             statement_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
-            backoff: BackoffConfig {
-                // Postgres outages are ridden out, not failed: the deadline is long.
-                deadline: Duration::from_secs(600),
-                ..BackoffConfig::default()
-            },
+            // Postgres outages are waited out for as long as they last.
+            backoff: BackoffConfig::default(),
         }
     }
 }
@@ -413,7 +461,8 @@ impl Config {
         toml::to_string_pretty(&copy).unwrap_or_else(|e| format!("# cannot print config: {e}"))
     }
 
-    /// The raw_prices partitions this instance owns.
+    /// The raw_prices partitions this instance owns. The engine first sets
+    /// `kafka.topics.raw_prices.partitions` to the broker's count (see `runtime::engine`).
     pub fn owned_partitions(&self) -> Vec<i32> {
         (0..self.kafka.topics.raw_prices.partitions)
             .filter(|p| (*p as u32) % self.instances.max(1) == self.instance)
@@ -471,6 +520,21 @@ mod tests {
         let err = Config::from_toml_str("[postgres]\npool_size = \"many\"\n", "test", Vec::new())
             .expect_err("a string is not a pool size");
         assert!(err.to_string().starts_with("postgres.pool_size"), "{err}");
+    }
+
+    #[test]
+    fn kafka_and_postgres_retries_wait_without_a_deadline_unless_one_is_set() {
+        let config = Config::from_toml_str("", "t", Vec::new()).expect("defaults");
+        assert_eq!(config.kafka.backoff.deadline(), None);
+        assert_eq!(config.postgres.backoff.deadline(), None);
+        let text = "[kafka.backoff]\ndeadline = \"30s\"\n[postgres.backoff]\ndeadline = \"none\"\n";
+        let config = Config::from_toml_str(text, "t", Vec::new()).expect("valid");
+        assert_eq!(config.kafka.backoff.deadline(), Some(Duration::from_secs(30)));
+        assert_eq!(config.postgres.backoff.deadline(), None);
+        // What check-config prints reads back the same.
+        let again = Config::from_toml_str(&config.redacted_toml(), "t", Vec::new()).expect("round trip");
+        assert_eq!(again.postgres.backoff, config.postgres.backoff);
+        assert!(config.redacted_toml().contains("deadline = \"none\""));
     }
 
     #[test]

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use super::{BackoffConfig, Config};
 
+/// Bytes a DLQ record needs besides its (capped) key and value: headers and record framing.
+const DLQ_HEADER_ROOM: usize = 8 * 1024;
+
 /// One thing wrong with the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -99,6 +102,21 @@ impl Config {
             "kafka.fetch_max_record_bytes",
             "must be at least kafka.fetch_max_bytes",
         );
+        p.check(
+            (4096..=i32::MAX as usize).contains(&k.max_request_bytes),
+            "kafka.max_request_bytes",
+            "must be between 4096 and 2147483647 bytes",
+        );
+        p.check(
+            k.dlq_max_value_bytes
+                .checked_mul(2)
+                .and_then(|b| b.checked_add(DLQ_HEADER_ROOM))
+                .is_some_and(|b| b <= k.max_request_bytes),
+            "kafka.dlq_max_value_bytes",
+            "must leave room for a DLQ record's key, value and headers in kafka.max_request_bytes \
+             (2 × this + 8 KiB at most)",
+        );
+        p.positive_duration(k.partition_poll_interval, "kafka.partition_poll_interval");
         p.backoff(&k.backoff, "kafka.backoff");
         let mut names = Vec::new();
         for (key, topic) in [
@@ -293,6 +311,16 @@ mod tests {
         config.web.db_connections = config.postgres.pool_size;
         let keys: Vec<_> = config.validate().into_iter().map(|p| p.key).collect();
         assert_eq!(keys, vec!["web.db_connections"]);
+    }
+
+    #[test]
+    fn a_dlq_prefix_that_cannot_fit_one_request_is_refused() {
+        let mut config = Config::default();
+        config.kafka.max_request_bytes = 64 * 1024;
+        let keys: Vec<_> = config.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, vec!["kafka.dlq_max_value_bytes"]);
+        config.kafka.dlq_max_value_bytes = 16 * 1024;
+        assert_eq!(config.validate(), Vec::new());
     }
 
     #[test]

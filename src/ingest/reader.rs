@@ -7,9 +7,11 @@
 //! ```
 //!
 //! Every Kafka call is bounded by `request_timeout`; failures are retried with the Kafka
-//! backoff, rebuilding the partition client, until its deadline passes (then the task fails and
-//! the supervisor restarts the engine from the stored offsets). A stored offset the broker no
-//! longer has follows `kafka.offset_out_of_range`.
+//! backoff, rebuilding the partition client. By default the backoff has no deadline: a broker
+//! outage is waited out, reported once to `Metrics::kafka_outage` (one WARN when it begins, one
+//! when it ends). With a deadline set, the task fails when it passes and the supervisor
+//! restarts the engine from the stored offsets. A stored offset the broker no longer has
+//! follows `kafka.offset_out_of_range`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -67,11 +69,19 @@ pub async fn run_partition(
 ) -> Result<(), IngestError> {
     let topic = ctx.cfg.topics.raw_prices.name.clone();
     let timeout = ctx.cfg.request_timeout;
-    let mut backoff = Backoff::new(&ctx.cfg.backoff);
+    let mut backoff = Backoff::tracked(&ctx.cfg.backoff, &ctx.metrics.kafka_outage, "ingest");
     let mut pc = connect(&ctx, &topic, partition, &mut backoff, &cancel).await?;
     let mut next = match start {
         Some(n) => n,
-        None => offset_at(&pc, OffsetAt::Earliest, &topic, timeout).await?,
+        None => loop {
+            match offset_at(&pc, OffsetAt::Earliest, &topic, timeout).await {
+                Ok(earliest) => break earliest,
+                Err(e) => {
+                    retry(&ctx, &e, &mut backoff, &cancel).await.map_err(|()| e)?;
+                    pc = connect(&ctx, &topic, partition, &mut backoff, &cancel).await?;
+                }
+            }
+        },
     };
     let progress = ctx.metrics.partition(partition);
     progress.committed.fetch_max(next, Relaxed);
@@ -93,7 +103,14 @@ pub async fn run_partition(
                 (records, high_watermark)
             }
             Ok(Fetch::OutOfRange) => {
-                next = out_of_range(&ctx, &pc, &topic, partition, next).await?;
+                match out_of_range(&ctx, &pc, &topic, partition, next).await {
+                    Ok(n) => next = n,
+                    Err(IngestError::Kafka(e)) => {
+                        retry(&ctx, &e, &mut backoff, &cancel).await.map_err(|()| e)?;
+                        pc = connect(&ctx, &topic, partition, &mut backoff, &cancel).await?;
+                    }
+                    Err(e) => return Err(e),
+                }
                 continue;
             }
             Err(e) => {
@@ -220,7 +237,8 @@ async fn connect(
     }
 }
 
-/// Wait before the next try; `Err` when the deadline has passed (or on shutdown).
+/// Wait before the next try; `Err` when the deadline has passed (or on shutdown). The outage
+/// logs its beginning and end; each retry is logged at DEBUG.
 async fn retry(
     ctx: &ReaderContext,
     error: &KafkaError,
@@ -228,10 +246,9 @@ async fn retry(
     cancel: &CancellationToken,
 ) -> Result<(), ()> {
     ctx.metrics.counters.ingest_errors.fetch_add(1, Relaxed);
-    let Some(delay) = backoff.next_delay() else {
+    let Some(delay) = backoff.failed(error) else {
         return Err(());
     };
-    tracing::warn!(error = %error, retry_in = ?delay, attempt = backoff.attempts(), "Kafka call failed, retrying");
     tokio::select! {
         biased;
         () = cancel.cancelled() => Err(()),

@@ -17,6 +17,7 @@ use rskafka::client::Client;
 use rust_decimal::Decimal;
 use tokio::sync::mpsc;
 
+use crate::backoff::Caller;
 use crate::config::Config;
 use crate::kafka::KafkaError;
 use crate::kafka::produce::TopicProducer;
@@ -25,6 +26,10 @@ use crate::model::{ChangeKind, PriceEvent, PriceEventFields, ProcessedPrice};
 use crate::runtime::messages::CommittedBatch;
 use crate::store::writer::{ENGINE_CONSUMER, cents_of};
 use crate::store::{self, StoreError, offsets};
+
+/// Offsets of one partition re-produced per step of [`recover`]: at ~0.5 KB per processed
+/// record, a chunk holds a few MB in memory.
+pub const RECOVERY_CHUNK: i64 = 20_000;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -53,20 +58,23 @@ impl Publisher {
         metrics: Arc<Metrics>,
     ) -> Result<Self, KafkaError> {
         let t = &cfg.kafka.topics;
+        let outage = &metrics.kafka_outage;
         let processed = TopicProducer::connect(
             client,
             &t.processed_prices.name,
             t.processed_prices.partitions,
             &cfg.kafka,
         )
-        .await?;
+        .await?
+        .reporting_to(outage, "publish");
         let alerts = TopicProducer::connect(
             client,
             &t.price_alerts.name,
             t.price_alerts.partitions,
             &cfg.kafka,
         )
-        .await?;
+        .await?
+        .reporting_to(outage, "publish");
         Ok(Self {
             processed,
             alerts,
@@ -121,6 +129,7 @@ pub async fn run(
     mut rx: mpsc::Receiver<CommittedBatch>,
 ) -> Result<(), PublishError> {
     let cfg = publisher.cfg.clone();
+    let mut marking = publisher.metrics.postgres_outage.caller("publish");
     while let Some(batch) = rx.recv().await {
         let processed = if cfg.pipeline.publish_processed {
             processed_records(&batch)
@@ -139,22 +148,27 @@ pub async fn run(
             })
             .collect();
         publisher.publish(processed, alerts).await?;
-        mark(&pool, &cfg, &batch.offsets).await;
+        mark(&pool, &cfg, &batch.offsets, &mut marking).await;
     }
     tracing::info!("publish drained and stopped");
     Ok(())
 }
 
-/// Move the outbox mark. A failure here only means a later restart republishes (ids dedupe).
-async fn mark(pool: &Pool, cfg: &Config, offsets: &[(i32, i64)]) {
+/// Move the outbox mark. A failure here only means a later restart republishes (ids dedupe);
+/// it counts towards the Postgres outage, which logs it once.
+async fn mark(pool: &Pool, cfg: &Config, offsets: &[(i32, i64)], outage: &mut Caller) {
     let topic = &cfg.kafka.topics.raw_prices.name;
     let result = async {
         let client = store::client(pool, &cfg.postgres).await?;
         offsets::mark_published(&client, ENGINE_CONSUMER, topic, offsets).await
     }
     .await;
-    if let Err(e) = result {
-        tracing::warn!(error = %e, "could not record published offsets; they will be republished at restart");
+    match result {
+        Ok(()) => outage.succeeded(),
+        Err(e) => {
+            tracing::debug!(error = %e, "could not record published offsets; they will be republished at restart");
+            outage.failed(&e);
+        }
     }
 }
 
@@ -173,40 +187,21 @@ pub async fn recover(
         if published >= next {
             continue;
         }
-        let processed = if cfg.pipeline.publish_processed {
-            unpublished_processed(&client, partition, published, next).await?
-        } else {
-            Vec::new()
-        };
-        let rows = client
-            .query(
-                "SELECT alert_id, payload::text, alert_timestamp FROM price_alerts
-                  WHERE kafka_partition = $1 AND kafka_offset >= $2 AND kafka_offset < $3
-                    AND rule NOT LIKE 'watch:%'
-                  ORDER BY kafka_offset",
-                &[&partition, &published, &next],
+        let mut n = 0;
+        let mut from = published;
+        while from < next {
+            let to = next.min(from.saturating_add(RECOVERY_CHUNK));
+            n += recover_range(publisher, &client, partition, from, to).await?;
+            offsets::mark_published(
+                &client,
+                ENGINE_CONSUMER,
+                &cfg.kafka.topics.raw_prices.name,
+                &[(partition, to)],
             )
-            .await
-            .map_err(StoreError::query("read unpublished alerts"))?;
-        let alerts: Vec<_> = rows
-            .iter()
-            .map(|r| {
-                (
-                    r.get::<_, String>(0),
-                    r.get::<_, String>(1).into_bytes(),
-                    r.get(2),
-                )
-            })
-            .collect();
-        let n = (processed.len() + alerts.len()) as u64;
-        publisher.publish(processed, alerts).await?;
-        offsets::mark_published(
-            &client,
-            ENGINE_CONSUMER,
-            &cfg.kafka.topics.raw_prices.name,
-            &[(partition, next)],
-        )
-        .await?;
+            .await?;
+            tracing::debug!(partition, to, "republished up to");
+            from = to;
+        }
         tracing::info!(
             partition,
             from = published,
@@ -217,6 +212,44 @@ pub async fn recover(
         total += n;
     }
     Ok(total)
+}
+
+/// Produce what offsets `from..to` of `partition` committed; the number of records produced.
+async fn recover_range(
+    publisher: &Publisher,
+    client: &tokio_postgres::Client,
+    partition: i32,
+    from: i64,
+    to: i64,
+) -> Result<u64, PublishError> {
+    let processed = if publisher.cfg.pipeline.publish_processed {
+        unpublished_processed(client, partition, from, to).await?
+    } else {
+        Vec::new()
+    };
+    let rows = client
+        .query(
+            "SELECT alert_id, payload::text, alert_timestamp FROM price_alerts
+              WHERE kafka_partition = $1 AND kafka_offset >= $2 AND kafka_offset < $3
+                AND rule NOT LIKE 'watch:%'
+              ORDER BY kafka_offset",
+            &[&partition, &from, &to],
+        )
+        .await
+        .map_err(StoreError::query("read unpublished alerts"))?;
+    let alerts: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.get::<_, String>(0),
+                r.get::<_, String>(1).into_bytes(),
+                r.get(2),
+            )
+        })
+        .collect();
+    let n = (processed.len() + alerts.len()) as u64;
+    publisher.publish(processed, alerts).await?;
+    Ok(n)
 }
 
 async fn unpublished_processed(

@@ -1,9 +1,21 @@
-//! One run of the engine: warm start, recovery of unpublished output, then the four stages
-//! joined by bounded channels. Any stage failing tears the whole run down; the supervisor then
-//! starts a fresh run, which reloads the cache and offsets from Postgres — so a restart is
-//! always from committed state, never from half-processed memory.
+//! One run of the engine: partition counts from the broker, warm start, recovery of
+//! unpublished output, then the four stages joined by bounded channels. Any stage failing tears
+//! the whole run down; the supervisor then starts a fresh run, which reloads the cache and
+//! offsets from Postgres — so a restart is always from committed state, never from
+//! half-processed memory.
+//!
+//! Each topic's partition count is the broker's, read at start, not `config.toml`'s: the
+//! instance owns raw_prices partitions `p % instances == instance` of what the broker has.
+//! Every `kafka.partition_poll_interval` the counts are read again; when they changed (partitions
+//! were added), ingest stops, the later stages drain and commit, and the engine starts over
+//! with the new counts — readers for the new partitions start at their earliest offset. Stored
+//! offsets for partitions the broker no longer has stop the engine with a clear error.
+//!
+//! Start-up steps wait out a broker or Postgres outage like the stages do (no deadline by
+//! default), reporting it to the shared outage.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
@@ -12,13 +24,15 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::detect::stage::{self as detect, Detector};
+use crate::detect::windows::Windows;
 use crate::detect::{PriceCache, Rules};
 use crate::ingest::IngestError;
 use crate::ingest::dlq::Dlq;
 use crate::ingest::reader::{self, ReaderContext};
-use crate::kafka::{self, KafkaError};
+use crate::kafka::{self, KafkaError, topics};
 use crate::metrics::Metrics;
 use crate::publish::{self, PublishError, Publisher};
 use crate::store::writer::ENGINE_CONSUMER;
@@ -39,6 +53,20 @@ pub enum EngineError {
     Publish(#[from] PublishError),
     #[error("engine stage `{0}` panicked")]
     Panicked(String),
+    #[error(
+        "topic {topic} is not on the broker any more (deleted?); `conscope topics create` makes it again"
+    )]
+    TopicMissing { topic: String },
+    #[error(
+        "kafka_offsets holds offsets of {topic} partitions {stored:?}, but the broker has only {broker} \
+         partition(s): the topic was recreated with fewer partitions. Restore its partitions, or delete \
+         those kafka_offsets rows to accept that their records are gone"
+    )]
+    PartitionsGone {
+        topic: String,
+        stored: Vec<i32>,
+        broker: i32,
+    },
 }
 
 /// What every run of the engine shares.
@@ -58,62 +86,199 @@ enum Stage {
     Publish(Result<(), PublishError>),
 }
 
+/// Why one pass of [`run_with_counts`] ended without an error.
+enum Ended {
+    /// Shutdown: drained and committed.
+    Stopped,
+    /// The broker's partition counts changed: drained; start again with the new ones.
+    PartitionsChanged,
+}
+
+/// Partition counts of the topics the engine reads and writes, as the broker has them.
+type Counts = [i32; 3];
+
 /// Run the engine until `cancel` fires (then drain and commit) or a stage fails.
 pub async fn run(ctx: EngineContext, cancel: CancellationToken) -> Result<(), EngineError> {
-    let cfg = ctx.cfg.clone();
-    let topic = cfg.kafka.topics.raw_prices.name.clone();
-
-    // Warm start from committed state only.
-    ctx.cache.clear();
-    let stored = {
-        let client = store::client(&ctx.pool, &cfg.postgres)
-            .await
-            .map_err(EngineError::WarmStart)?;
-        let listings = offsets::load_cache(&client, &ctx.cache)
-            .await
-            .map_err(EngineError::WarmStart)?;
-        let stored = offsets::load(&client, ENGINE_CONSUMER, &topic)
-            .await
-            .map_err(EngineError::WarmStart)?;
-        tracing::info!(
-            listings,
-            partitions = stored.len(),
-            "warm start: price cache loaded"
-        );
-        stored
-    };
-    let windows = {
-        let client = store::client(&ctx.pool, &cfg.postgres)
-            .await
-            .map_err(EngineError::WarmStart)?;
-        let (windows, rows) = store::windows::resume(
-            &client,
-            &cfg.windows,
-            cfg.instance as i32,
-            &cfg.owned_partitions(),
-        )
-        .await
-        .map_err(EngineError::WarmStart)?;
-        if windows.enabled() {
-            tracing::info!(
-                rows,
-                open = windows.open_windows(),
-                watermark = ?windows.watermark(),
-                "warm start: open windows rebuilt"
-            );
+    loop {
+        let Some(counts) = broker_counts(&ctx, &cancel).await? else {
+            return Ok(());
+        };
+        match run_with_counts(&ctx, counts, &cancel).await? {
+            Ended::Stopped => return Ok(()),
+            Ended::PartitionsChanged => continue,
         }
-        windows
-    };
+    }
+}
 
-    let publisher = Publisher::connect(&ctx.kafka, cfg.clone(), ctx.metrics.clone()).await?;
-    publish::recover(&publisher, &ctx.pool, &stored).await?;
-    let dlq_client = kafka::partition_client(
-        &ctx.kafka,
-        &cfg.kafka.topics.dlq.name,
-        0,
-        cfg.kafka.request_timeout,
+/// Retry `attempt` with `backoff` until it succeeds; `Ok(None)` when `cancel` fires first,
+/// `Err` once the backoff's deadline (none by default) has passed.
+async fn until_ok<T, E, F, Fut>(
+    backoff: &mut Backoff,
+    cancel: &CancellationToken,
+    mut attempt: F,
+) -> Result<Option<T>, E>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    loop {
+        let error = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Ok(None),
+            r = attempt() => match r {
+                Ok(v) => {
+                    backoff.reset();
+                    return Ok(Some(v));
+                }
+                Err(e) => e,
+            },
+        };
+        let Some(delay) = backoff.failed(&error) else {
+            return Err(error);
+        };
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Ok(None),
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+fn kafka_backoff(ctx: &EngineContext) -> Backoff {
+    Backoff::tracked(&ctx.cfg.kafka.backoff, &ctx.metrics.kafka_outage, "engine")
+}
+
+fn postgres_backoff(ctx: &EngineContext) -> Backoff {
+    Backoff::tracked(&ctx.cfg.postgres.backoff, &ctx.metrics.postgres_outage, "engine")
+}
+
+/// The broker's partition counts of raw_prices, processed_prices and price_alerts.
+async fn broker_counts(
+    ctx: &EngineContext,
+    cancel: &CancellationToken,
+) -> Result<Option<Counts>, EngineError> {
+    let listed = until_ok(&mut kafka_backoff(ctx), cancel, || {
+        topics::list(&ctx.kafka, &ctx.cfg.kafka)
+    })
+    .await?;
+    let Some(listed) = listed else { return Ok(None) };
+    counts_of(&ctx.cfg, &listed)
+        .map(Some)
+        .map_err(|topic| EngineError::TopicMissing { topic })
+}
+
+/// The counts of the engine's topics in `listed`; `Err` names a topic the broker lacks.
+fn counts_of(cfg: &Config, listed: &BTreeMap<String, i32>) -> Result<Counts, String> {
+    let t = &cfg.kafka.topics;
+    let mut counts = [0; 3];
+    for (slot, topic) in counts
+        .iter_mut()
+        .zip([&t.raw_prices, &t.processed_prices, &t.price_alerts])
+    {
+        *slot = *listed.get(&topic.name).ok_or_else(|| topic.name.clone())?;
+    }
+    Ok(counts)
+}
+
+/// The configuration with the broker's partition counts in place of the file's.
+fn with_counts(cfg: &Config, counts: Counts) -> Config {
+    let mut cfg = cfg.clone();
+    let t = &mut cfg.kafka.topics;
+    [
+        t.raw_prices.partitions,
+        t.processed_prices.partitions,
+        t.price_alerts.partitions,
+    ] = counts;
+    cfg
+}
+
+/// Cache, stored offsets and open windows, from committed state only.
+async fn warm_start(
+    ctx: &EngineContext,
+    cfg: &Config,
+) -> Result<(BTreeMap<i32, (i64, i64)>, Windows), StoreError> {
+    let topic = &cfg.kafka.topics.raw_prices.name;
+    ctx.cache.clear();
+    let client = store::client(&ctx.pool, &cfg.postgres).await?;
+    let listings = offsets::load_cache(&client, &ctx.cache).await?;
+    let stored = offsets::load(&client, ENGINE_CONSUMER, topic).await?;
+    tracing::info!(
+        listings,
+        partitions = stored.len(),
+        "warm start: price cache loaded"
+    );
+    let (windows, rows) = store::windows::resume(
+        &client,
+        &cfg.windows,
+        cfg.instance as i32,
+        &cfg.owned_partitions(),
     )
     .await?;
+    if windows.enabled() {
+        tracing::info!(
+            rows,
+            open = windows.open_windows(),
+            watermark = ?windows.watermark(),
+            "warm start: open windows rebuilt"
+        );
+    }
+    Ok((stored, windows))
+}
+
+async fn run_with_counts(
+    ctx: &EngineContext,
+    counts: Counts,
+    cancel: &CancellationToken,
+) -> Result<Ended, EngineError> {
+    let cfg = Arc::new(with_counts(&ctx.cfg, counts));
+    let topic = cfg.kafka.topics.raw_prices.name.clone();
+    let configured = ctx.cfg.kafka.topics.raw_prices.partitions;
+    if counts[0] != configured {
+        tracing::info!(
+            topic,
+            broker = counts[0],
+            configured,
+            "raw_prices partition count taken from the broker, not config.toml"
+        );
+    }
+
+    let warm = until_ok(&mut postgres_backoff(ctx), cancel, || warm_start(ctx, &cfg))
+        .await
+        .map_err(EngineError::WarmStart)?;
+    let Some((stored, windows)) = warm else {
+        return Ok(Ended::Stopped);
+    };
+    let gone: Vec<i32> = stored.keys().copied().filter(|p| *p >= counts[0]).collect();
+    if !gone.is_empty() {
+        return Err(EngineError::PartitionsGone {
+            topic,
+            stored: gone,
+            broker: counts[0],
+        });
+    }
+
+    let connect = || Publisher::connect(&ctx.kafka, cfg.clone(), ctx.metrics.clone());
+    let Some(publisher) = until_ok(&mut kafka_backoff(ctx), cancel, connect).await? else {
+        return Ok(Ended::Stopped);
+    };
+    // Re-read the marks on each try: a failed try may have moved some.
+    let recover = || async {
+        let marks = stored_offsets(&ctx.pool, &cfg).await?;
+        publish::recover(&publisher, &ctx.pool, &marks).await
+    };
+    if until_ok(&mut postgres_backoff(ctx), cancel, recover)
+        .await?
+        .is_none()
+    {
+        return Ok(Ended::Stopped);
+    }
+    let dlq_topic = &cfg.kafka.topics.dlq.name;
+    let timeout = cfg.kafka.request_timeout;
+    let dlq_client = || kafka::partition_client(&ctx.kafka, dlq_topic, 0, timeout);
+    let Some(dlq_client) = until_ok(&mut kafka_backoff(ctx), cancel, dlq_client).await? else {
+        return Ok(Ended::Stopped);
+    };
     let dlq = Arc::new(Dlq::new(dlq_client, &cfg.kafka, ctx.metrics.clone()));
 
     let p = &cfg.pipeline;
@@ -125,7 +290,16 @@ pub async fn run(ctx: EngineContext, cancel: CancellationToken) -> Result<(), En
     // Ingest has its own token: cancelling it starts the drain; later stages end when their
     // input channel closes, after flushing.
     let stop_ingest = cancel.child_token();
-    for partition in cfg.owned_partitions() {
+    let owned = cfg.owned_partitions();
+    tracing::info!(
+        topic,
+        partitions = counts[0],
+        owned = ?owned,
+        instance = cfg.instance,
+        instances = cfg.instances,
+        "engine starting"
+    );
+    for partition in owned {
         let rctx = ReaderContext {
             client: ctx.kafka.clone(),
             cfg: cfg.kafka.clone(),
@@ -143,7 +317,8 @@ pub async fn run(ctx: EngineContext, cancel: CancellationToken) -> Result<(), En
             )
         });
     }
-    drop(ingest_tx);
+    // Held until ingest stops, so detect runs on even while this instance owns no partition.
+    let mut ingest_tx = Some(ingest_tx);
     let detector = Detector::new(ctx.cache.clone(), Rules::from_config(&cfg.detect));
     let metrics = ctx.metrics.clone();
     stages.spawn(async move {
@@ -158,7 +333,34 @@ pub async fn run(ctx: EngineContext, cancel: CancellationToken) -> Result<(), En
     let pool = ctx.pool.clone();
     stages.spawn(async move { Stage::Publish(publish::run(publisher, pool, persist_rx).await) });
 
-    while let Some(joined) = stages.join_next().await {
+    let every = cfg.kafka.partition_poll_interval;
+    let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ended = Ended::Stopped;
+    loop {
+        // Stopping first (it starts the drain), then the stages' ends, then the poll.
+        let joined = tokio::select! {
+            biased;
+            () = stop_ingest.cancelled(), if ingest_tx.is_some() => {
+                ingest_tx = None;
+                continue;
+            }
+            joined = stages.join_next() => joined,
+            _ = poll.tick(), if ingest_tx.is_some() => {
+                // A metadata request can take up to request_timeout: shutdown does not wait for it.
+                let changed = tokio::select! {
+                    biased;
+                    () = stop_ingest.cancelled() => false,
+                    changed = partitions_changed(ctx, &cfg, counts) => changed,
+                };
+                if changed {
+                    ended = Ended::PartitionsChanged;
+                    stop_ingest.cancel();
+                }
+                continue;
+            }
+        };
+        let Some(joined) = joined else { break };
         let failure = match joined {
             Ok(Stage::Ingest(_, Ok(()))) | Ok(Stage::Detect) => None,
             Ok(Stage::Persist(Ok(()))) | Ok(Stage::Publish(Ok(()))) => None,
@@ -173,7 +375,36 @@ pub async fn run(ctx: EngineContext, cancel: CancellationToken) -> Result<(), En
             return Err(error);
         }
     }
-    Ok(())
+    if cancel.is_cancelled() {
+        ended = Ended::Stopped;
+    }
+    Ok(ended)
+}
+
+/// Whether the broker's partition counts differ from `counts` now. A broker that does not
+/// answer changes nothing (the stages report the outage).
+async fn partitions_changed(ctx: &EngineContext, cfg: &Config, counts: Counts) -> bool {
+    let listed = match topics::list(&ctx.kafka, &cfg.kafka).await {
+        Ok(listed) => listed,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read partition counts; trying again later");
+            return false;
+        }
+    };
+    match counts_of(cfg, &listed) {
+        Ok(now) if now == counts => false,
+        Ok(now) => {
+            tracing::info!(
+                before = ?counts,
+                now = ?now,
+                "partition counts (raw_prices, processed_prices, price_alerts) changed on the broker; \
+                 draining and starting over with them"
+            );
+            true
+        }
+        // A topic gone: the fresh start reports it.
+        Err(_) => true,
+    }
 }
 
 /// Offsets stored for the engine, for tests and tools.

@@ -142,7 +142,6 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     tracing::info!(
         instance = cfg.instance,
         instances = cfg.instances,
-        partitions = ?cfg.owned_partitions(),
         "conscope running"
     );
     sup.wait(cfg.pipeline.shutdown_timeout).await?;

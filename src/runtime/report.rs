@@ -1,5 +1,7 @@
 //! The metrics reporter: every `pipeline.metrics_interval`, one log line, one `system_metrics`
-//! row and one record on the `system_metrics` topic (key `snapshot`).
+//! row and one record on the `system_metrics` topic (key `snapshot`). A snapshot that cannot be
+//! stored or produced is skipped; the failure counts towards the Postgres or broker outage,
+//! which logs it once, not at every interval.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +29,8 @@ pub async fn run(
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     interval.tick().await;
     let mut previous = metrics.snapshot();
+    let mut postgres = metrics.postgres_outage.caller("metrics");
+    let mut kafka = metrics.kafka_outage.caller("metrics");
     loop {
         tokio::select! {
             biased;
@@ -60,11 +64,13 @@ pub async fn run(
             .await
             .map_err(store::StoreError::query("insert system_metrics"))
         };
-        if let Err(e) = tokio::time::timeout(Duration::from_secs(5), stored)
-            .await
-            .unwrap_or(Ok(0))
-        {
-            tracing::warn!(error = %e, "could not store metrics snapshot");
+        match tokio::time::timeout(Duration::from_secs(5), stored).await {
+            Ok(Ok(_)) => postgres.succeeded(),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "could not store metrics snapshot");
+                postgres.failed(&e);
+            }
+            Err(_) => postgres.failed(&"storing the metrics snapshot took longer than 5s"),
         }
         let produce = async {
             let pc = kafka::partition_client(&client, topic, 0, cfg.kafka.request_timeout).await?;
@@ -81,8 +87,13 @@ pub async fn run(
                     source,
                 })
         };
-        if let Ok(Err(e)) = tokio::time::timeout(cfg.kafka.request_timeout, produce).await {
-            tracing::warn!(error = %e, "could not produce metrics snapshot");
+        match tokio::time::timeout(cfg.kafka.request_timeout, produce).await {
+            Ok(Ok(_)) => kafka.succeeded(),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "could not produce metrics snapshot");
+                kafka.failed(&e);
+            }
+            Err(_) => kafka.failed(&"producing the metrics snapshot got no answer"),
         }
         previous = snap;
     }

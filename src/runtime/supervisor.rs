@@ -20,14 +20,36 @@ use crate::metrics::Metrics;
 
 pub type TaskError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// An error and its causes in one line, each said once: a message that already quotes its
+/// source (`"persist: {0}"`) is not followed by that source again.
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        next = cause.source();
+    }
+    text
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
-    #[error("task `{task}` failed {restarts} times within {window:?}, giving up: {source}")]
+    /// `cause` is the last failure with its causes, each said once ([`describe`]); it is not a
+    /// `source`, so a printer of the error chain does not repeat it.
+    #[error(
+        "task `{task}` failed {failures} times within {} (pipeline.restart_budget = {budget}), giving up: {cause}",
+        humantime::format_duration(*.window)
+    )]
     BudgetSpent {
         task: &'static str,
-        restarts: u32,
+        failures: usize,
+        budget: u32,
         window: Duration,
-        source: TaskError,
+        cause: String,
     },
     #[error("task `{task}` panicked")]
     Panicked { task: &'static str },
@@ -161,17 +183,19 @@ where
         {
             failures.pop_front();
         }
-        metrics.set_last_error(format!("{name}: {error}"));
+        let cause = describe(error.as_ref());
+        metrics.set_last_error(format!("{name}: {cause}"));
         if failures.len() as u32 > policy.budget {
             return Err(SupervisorError::BudgetSpent {
                 task: name,
-                restarts: policy.budget,
+                failures: failures.len(),
+                budget: policy.budget,
                 window: policy.window,
-                source: error,
+                cause,
             });
         }
         metrics.counters.task_restarts.fetch_add(1, Relaxed);
-        tracing::warn!(task = name, error = %error, restart_in = ?delay, "task failed; restarting");
+        tracing::warn!(task = name, error = %cause, restart_in = ?delay, "task failed; restarting");
         tokio::select! {
             biased;
             () = cancel.cancelled() => return Ok(()),
@@ -214,9 +238,14 @@ mod tests {
             Ok(())
         });
         let err = sup.wait(Duration::from_secs(5)).await.expect_err("budget spent");
-        assert!(
-            err.to_string().starts_with("task `flaky` failed 2 times"),
-            "{err}"
+        assert_eq!(
+            err.to_string(),
+            "task `flaky` failed 3 times within 1m (pipeline.restart_budget = 2), giving up: boom"
+        );
+        // Printed as a chain (as `main` does), the cause is said once.
+        assert_eq!(
+            format!("{:#}", anyhow::Error::from(err)).matches("boom").count(),
+            1
         );
         assert_eq!(attempts.load(Relaxed), 3);
         assert!(cancel.is_cancelled());
@@ -245,6 +274,21 @@ mod tests {
         });
         sup.wait(Duration::from_secs(5)).await.expect("clean shutdown");
         assert_eq!(attempts.load(Relaxed), 3);
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("persist: {0}")]
+    struct Quoting(#[source] std::io::Error);
+
+    #[test]
+    fn a_cause_already_quoted_is_not_repeated() {
+        let e = Quoting(std::io::Error::other("connection refused"));
+        assert_eq!(describe(&e), "persist: connection refused");
+        #[derive(Debug, thiserror::Error)]
+        #[error("engine stopped")]
+        struct Plain(#[source] Quoting);
+        let e = Plain(Quoting(std::io::Error::other("refused")));
+        assert_eq!(describe(&e), "engine stopped: persist: refused");
     }
 
     #[tokio::test(start_paused = true)]

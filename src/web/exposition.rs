@@ -320,6 +320,42 @@ pub fn render(s: &WebState) -> String {
         "Restarts of failed supervised tasks",
         n(&c.task_restarts),
     );
+
+    // outages of the broker and of Postgres, waited out by the stages
+    let outages = [("kafka", &m.kafka_outage), ("postgres", &m.postgres_outage)];
+    e.family(
+        "conscope_pipeline_outages_total",
+        "counter",
+        "Outages of a dependency seen by the engine (first failing call to last recovered one)",
+    );
+    for (d, o) in outages {
+        e.sample(
+            "conscope_pipeline_outages_total",
+            &[("dependency", d)],
+            o.count() as f64,
+        );
+    }
+    e.family(
+        "conscope_pipeline_outage_in_progress",
+        "gauge",
+        "1 while a dependency is unavailable and the engine waits for it",
+    );
+    for (d, o) in outages {
+        let now = if o.now().is_some() { 1.0 } else { 0.0 };
+        e.sample("conscope_pipeline_outage_in_progress", &[("dependency", d)], now);
+    }
+    e.family(
+        "conscope_pipeline_outage_seconds_total",
+        "counter",
+        "Total time a dependency was unavailable, the outage in progress included",
+    );
+    for (d, o) in outages {
+        e.sample(
+            "conscope_pipeline_outage_seconds_total",
+            &[("dependency", d)],
+            o.total().as_secs_f64(),
+        );
+    }
     e.finish()
 }
 

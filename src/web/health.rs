@@ -1,10 +1,12 @@
 //! `/health/live` and `/health/ready`.
 //!
 //! Live: the process answers HTTP (200 always). Ready: Postgres answers `SELECT 1`, the broker
-//! answers a metadata request, and the total raw_prices lag is at most `web.ready_max_lag`;
-//! otherwise 503 with the reason. The two probes run at once, each bounded by
-//! `web.health_timeout`. The broker probe uses the engine's shared client: a probe that times
-//! out may make that client reconnect, which only happens when the broker is already in trouble.
+//! answers a metadata request, no outage of either is in progress as the engine sees it (a
+//! stage still waiting for one: `Metrics::kafka_outage`, `Metrics::postgres_outage`), and the
+//! total raw_prices lag is at most `web.ready_max_lag`; otherwise 503 with the reason. The two
+//! probes run at once, each bounded by `web.health_timeout`. The broker probe uses the engine's
+//! shared client: a probe that times out may make that client reconnect, which only happens
+//! when the broker is already in trouble.
 
 use axum::Json;
 use axum::extract::State;
@@ -35,6 +37,49 @@ pub struct Check {
     pub ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The outage the engine is waiting out, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outage: Option<OutageCheck>,
+}
+
+/// The engine's view of an outage. Its error stays in the log: a database error may name the
+/// server (the URL, even redacted, never goes out here).
+#[derive(Debug, Serialize)]
+pub struct OutageCheck {
+    /// Seconds since the first failing call.
+    pub seconds: u64,
+    /// The stage that saw it first.
+    pub stage: &'static str,
+}
+
+impl Check {
+    /// Add what the engine knows: a stage waiting for this dependency makes it not ok.
+    fn with_outage(mut self, outage: &crate::backoff::Outage) -> Self {
+        if let Some(now) = outage.now() {
+            if self.ok {
+                self.ok = false;
+                self.error = Some(format!(
+                    "{} is failing for {} (its error is in the log)",
+                    outage.dependency, now.stage
+                ));
+            }
+            self.outage = Some(OutageCheck {
+                seconds: now.since.as_secs(),
+                stage: now.stage,
+            });
+        }
+        self
+    }
+}
+
+/// "for 3m 12s" of an outage check, empty without one.
+fn lasting(check: &Check) -> String {
+    check.outage.as_ref().map_or_else(String::new, |o| {
+        format!(
+            " (for {})",
+            humantime::format_duration(std::time::Duration::from_secs(o.seconds))
+        )
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -53,14 +98,17 @@ where
         Ok(Ok(())) => Check {
             ok: true,
             error: None,
+            outage: None,
         },
         Ok(Err(e)) => Check {
             ok: false,
             error: Some(e),
+            outage: None,
         },
         Err(_) => Check {
             ok: false,
             error: Some(format!("no answer within {}", humantime::format_duration(limit))),
+            outage: None,
         },
     }
 }
@@ -87,6 +135,8 @@ pub async fn ready(State(s): State<WebState>) -> (StatusCode, Json<Readiness>) {
             .map_err(|e| format!("broker metadata request failed: {e}"))
     });
     let (postgres, kafka) = tokio::join!(pg, kafka);
+    let postgres = postgres.with_outage(&s.metrics.postgres_outage);
+    let kafka = kafka.with_outage(&s.metrics.kafka_outage);
     let total: i64 = s.metrics.snapshot().lag.values().sum();
     let max = s.cfg.web.ready_max_lag;
     let lag = LagCheck {
@@ -95,9 +145,9 @@ pub async fn ready(State(s): State<WebState>) -> (StatusCode, Json<Readiness>) {
         max,
     };
     let error = if !postgres.ok {
-        Some("PostgreSQL is unreachable".to_string())
+        Some(format!("PostgreSQL is unreachable{}", lasting(&postgres)))
     } else if !kafka.ok {
-        Some("the Kafka broker is unreachable".to_string())
+        Some(format!("the Kafka broker is unreachable{}", lasting(&kafka)))
     } else if !lag.ok {
         Some(format!(
             "ingest lag {total} records is above web.ready_max_lag {max}"

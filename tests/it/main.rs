@@ -9,6 +9,7 @@ mod engine;
 mod foundation;
 mod kills;
 mod order;
+mod outage;
 mod poison;
 mod pollers;
 mod secrets;
