@@ -101,6 +101,14 @@ pub async fn run_partition(
         };
         let records = match fetched {
             Ok(Fetch::Records(records, _)) => {
+                if backoff.attempts() > 0 {
+                    tracing::info!(
+                        topic = spec.topic,
+                        partition = spec.partition,
+                        attempts = backoff.attempts(),
+                        "alert consumer: Kafka answers again"
+                    );
+                }
                 backoff.reset();
                 records
             }
@@ -183,7 +191,13 @@ async fn wait_retry(error: &KafkaError, backoff: &mut Backoff, cancel: &Cancella
     let Some(delay) = backoff.next_delay() else {
         return false;
     };
-    tracing::warn!(error = %error, retry_in = ?delay, attempt = backoff.attempts(), "alert consumer: Kafka call failed, retrying");
+    // One WARN when the failures start (and one INFO when a fetch succeeds again), the
+    // retries in between at DEBUG: an outage of hours is two lines, not thousands.
+    if backoff.attempts() == 1 {
+        tracing::warn!(error = %error, retry_in = ?delay, "alert consumer: Kafka call failed; retrying (retries at DEBUG)");
+    } else {
+        tracing::debug!(error = %error, retry_in = ?delay, attempt = backoff.attempts(), "alert consumer: Kafka call failed again");
+    }
     tokio::select! {
         biased;
         () = cancel.cancelled() => false,

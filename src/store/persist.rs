@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::split::Refused;
-use super::{StoreError, split, windows, writer};
+use super::{ErrorClass, StoreError, split, windows, writer};
 use crate::backoff::Backoff;
 use crate::config::{Config, KafkaConfig, WindowsConfig};
 use crate::detect::windows::{WindowKey, WindowRow};
@@ -270,6 +270,10 @@ struct Stage {
 impl Stage {
     async fn flush(&mut self, mut pending: Pending) -> Result<CommittedBatch, StoreError> {
         let mut backoff = Backoff::new(&self.cfg.postgres.backoff);
+        // An unavailable database is an outage of PostgreSQL, shared with every other stage
+        // that waits for it (one WARN when it starts and ends, readiness, outage metrics); any
+        // other failure is this stage's own, logged here once when it starts and once at the end.
+        let mut outage = self.metrics.postgres_outage.caller("persist");
         let mut failing_since: Option<Instant> = None;
         loop {
             let Err(e) = self.write_once(&mut pending).await else {
@@ -280,15 +284,24 @@ impl Stage {
             let Some(delay) = backoff.next_delay() else {
                 return Err(e);
             };
+            let transient = e.class() == ErrorClass::Transient;
+            if transient {
+                outage.failed(&e);
+            }
             if failing_since.is_none() {
                 failing_since = Some(Instant::now());
-                tracing::warn!(error = %e, class = ?e.class(), retry_in = ?delay,
-                    "batch write failed; retrying with backoff (one line when it succeeds again)");
+                if transient {
+                    tracing::debug!(error = %e, retry_in = ?delay, "batch write failed; retrying with backoff");
+                } else {
+                    tracing::warn!(error = %e, class = ?e.class(), retry_in = ?delay,
+                        "batch write failed; retrying with backoff (one line when it succeeds again)");
+                }
             } else {
                 tracing::debug!(error = %e, retry_in = ?delay, attempt = backoff.attempts(), "batch write failed again");
             }
             tokio::time::sleep(delay).await;
         }
+        outage.succeeded();
         if let Some(since) = failing_since {
             tracing::info!(attempts = backoff.attempts(), failing_for = ?since.elapsed(), "batch write succeeded again");
         }

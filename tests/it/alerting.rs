@@ -617,9 +617,11 @@ async fn oversized_alerts_are_cut_to_discord_limits_and_delivered() {
         let listing = format!("big{i}");
         for price in [300.0, 200.0] {
             let value = serde_json::json!({
-                "event_id": "BIG", "event_name": "Ω".repeat(10_000), "venue": "V".repeat(5_000),
-                "event_date": "2027-05-01T20:00:00", "source": "mock", "section": "S".repeat(3_000),
-                "row": "R".repeat(2_000), "seat": "7", "price": price, "fees": null, "total_price": price,
+                // Every text at the longest ingest accepts (docs/architecture.md), each still
+                // over what a Discord embed's title and fields may hold.
+                "event_id": "BIG", "event_name": "Ω".repeat(512), "venue": "V".repeat(1_024),
+                "event_date": "2027-05-01T20:00:00", "source": "mock", "section": "S".repeat(256),
+                "row": "R".repeat(256), "seat": "7".repeat(256), "price": price, "fees": null, "total_price": price,
                 "timestamp": "2026-11-21T10:00:00", "listing_id": listing,
                 "listing_url": format!("https://tickets.example/{listing}"), "quantity": 2,
             });
