@@ -463,6 +463,16 @@ async fn a_postgres_outage_is_waited_out_with_bounded_memory_and_nothing_lost() 
         .await
         .expect("feed");
     let hw = harness::high_watermarks(&client, &cfg).await.expect("hw");
+    // The positive signal first: the engine has seen the outage and said so.
+    let started = Instant::now();
+    while !run.logs().contains("PostgreSQL is unavailable") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no outage reported:\n{}",
+            run.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let rss_start = harness::rss_kib(run.child.id());
     let mut rss_max = rss_start;
     for _ in 0..24 {
@@ -500,7 +510,11 @@ async fn a_postgres_outage_is_waited_out_with_bounded_memory_and_nothing_lost() 
         rss_max < rss_start + 64 * 1024,
         "memory grew by more than 64 MiB while Postgres was down ({rss_start} → {rss_max} KiB)"
     );
-    assert!(run.logs().contains("batch write failed, retrying"));
+    assert!(
+        run.logs().contains("PostgreSQL is available again"),
+        "{}",
+        run.logs()
+    );
 }
 
 #[tokio::test]
