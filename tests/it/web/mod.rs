@@ -5,6 +5,7 @@
 
 mod api;
 mod browser;
+mod openapi;
 mod ops;
 
 use std::sync::Arc;
