@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # test.sh — ConScope's full test run, also on a fresh machine: install what is missing (Tansu,
-# PostgreSQL 15, Chromium for the dashboard browser test), start the local broker and Postgres,
-# then run every test target against them.
+# PostgreSQL 15, Chromium for the dashboard browser test), check formatting (`cargo fmt --check`)
+# and lints (`cargo clippy -D warnings`), start the local broker and Postgres, then run every test
+# target against them.
 #
 # Usage: scripts/test.sh [extra arguments for `cargo test`]
 #   CONSCOPE_BROWSER_TESTS=0  skip the dashboard browser test (default 1: install Chromium and run it)
 #   CONSCOPE_SOAK=1           enable the long soak tests (read by the tests themselves)
 #   DATABASE_URL=...          use an existing Postgres instead of a private cluster
-# Exits with cargo's exit code.
+# Exits 1 if formatting or clippy fails, otherwise with cargo test's exit code.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -93,6 +94,19 @@ ensure_postgres
 export CONSCOPE_BROWSER_TESTS="${CONSCOPE_BROWSER_TESTS:-1}"
 if [[ $CONSCOPE_BROWSER_TESTS == 1 ]]; then
   ensure_chromium
+fi
+
+# The contributor checks are gates: formatting and lints fail the run before any test starts.
+section "cargo fmt --check"
+if ! cargo fmt --check; then
+  printf 'error: the code is not formatted; run `cargo fmt` and commit the result\n' >&2
+  exit 1
+fi
+
+section "cargo clippy --all-targets --locked -- -D warnings"
+if ! cargo clippy --all-targets --locked -- -D warnings; then
+  printf 'error: clippy found warnings (denied); fix them before the tests run\n' >&2
+  exit 1
 fi
 
 section "Local infrastructure"
