@@ -4,6 +4,7 @@
 //! but the description does not name fails), so the description cannot fall behind the handlers.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering::Relaxed;
 
 use conscope::web::router;
 use serde_json::{Value, json};
@@ -180,6 +181,14 @@ async fn every_endpoint_answers_what_openapi_json_describes() {
     let token = "tok-openapi";
     let app = App::start(token).await;
     seed(&app.db).await;
+    // Values the plain seed leaves null or empty, so their non-null schemas are exercised too.
+    let c = app.db.connect().await.expect("connect");
+    c.batch_execute(
+        "UPDATE events SET event_date = now() + interval '30 days' WHERE event_id = 'ev_beta';
+         UPDATE price_alerts SET section = '112', \"row\" = 'F', seat = '7' WHERE alert_id = 'al1';",
+    )
+    .await
+    .expect("seed more");
     let url = |p: &str| format!("{}{p}", app.base);
 
     // A watch first, so the watch list is not empty; its request is checked against NewWatch.
@@ -200,9 +209,32 @@ async fn every_endpoint_answers_what_openapi_json_describes() {
     let (status, created) = checker.check(&doc, "POST", "/api/watches", req).await;
     assert_eq!(status, 201, "{created}");
     let watch_id = created["id"].as_i64().expect("id");
+    let full_watch = json!({
+        "trigger_type": "drop_vs_low", "channel": "discord", "user_id": "u1",
+        "event_name_pattern": "Alpha%", "section": "112", "max_row": "F", "max_price": 300,
+        "drop_percent": 10, "lookback_days": 7, "notify_on_first_sight": false,
+        "cooldown_seconds": 60
+    });
+    assert_eq!(mismatches(&request_schema, &full_watch), Vec::<String>::new());
+    let req = app
+        .http
+        .post(url("/api/watches"))
+        .bearer_auth(token)
+        .json(&full_watch);
+    let (status, created) = checker.check(&doc, "POST", "/api/watches", req).await;
+    assert_eq!(status, 201, "{created}");
     let req = app.http.post(url("/api/watches")).json(&new_watch);
     let (status, _) = checker.check(&doc, "POST", "/api/watches", req).await;
     assert_eq!(status, 401, "a write without the token is refused as described");
+    let req = app
+        .http
+        .post(url("/api/watches"))
+        .bearer_auth(token)
+        .json(&json!({
+            "trigger_type": "at_or_below", "channel": "discord", "event_id": "ev_alpha"
+        }));
+    let (status, _) = checker.check(&doc, "POST", "/api/watches", req).await;
+    assert_eq!(status, 400, "a watch without its trigger's parameter is refused");
 
     // Every GET of the description, with the seeded rows behind it; some more than once, where
     // a query changes the answer's shape (empty distribution, drop markers, one event).
@@ -223,7 +255,15 @@ async fn every_endpoint_answers_what_openapi_json_describes() {
         ),
         ("/api/alerts", "/api/alerts?since=7d".into()),
         ("/api/alerts", "/api/alerts?since=soon".into()),
+        ("/api/events", "/api/events?limit=0".into()),
+        (
+            "/api/events/{id}/windows",
+            "/api/events/ev_alpha/windows?range=1y".into(),
+        ),
+        ("/api/events/{id}/windows", "/api/events/no_such/windows".into()),
+        ("/api/alerts", "/api/alerts?event_id=no_such".into()),
         ("/api/stats", "/api/stats".into()),
+        ("/api/stats", "/api/stats?event_id=no_such".into()),
         ("/api/stats", "/api/stats?event_id=ev_gamma".into()),
         ("/api/engine", "/api/engine".into()),
         ("/api/watches", "/api/watches".into()),
@@ -250,6 +290,8 @@ async fn every_endpoint_answers_what_openapi_json_describes() {
     assert_eq!(status_of("/api/events/ev_alpha/prices?range=7d"), Some(200));
     assert_eq!(status_of("/api/events/no_such/prices"), Some(404));
     assert_eq!(status_of("/api/alerts?since=soon"), Some(400));
+    assert_eq!(status_of("/api/events?limit=0"), Some(400));
+    assert_eq!(status_of("/api/stats?event_id=no_such"), Some(404));
     assert_eq!(status_of("/api/watches"), Some(200));
     let body_of = |c: &str| {
         answers
@@ -276,7 +318,34 @@ async fn every_endpoint_answers_what_openapi_json_describes() {
     );
     assert_eq!(body_of("/api/openapi.json"), doc, "the server serves the file");
 
+    // The engine busy and Postgres out: lag, channel fill, a last error and an outage in
+    // progress appear in /api/engine and /health/ready, and must be described too.
+    let progress = app.metrics.partition(0);
+    progress.high_watermark.store(1_000_000, Relaxed);
+    progress.committed.store(10, Relaxed);
+    app.metrics.set_channel("detect", 3, 1024);
+    app.metrics.set_last_error("persist: batch failed".into());
+    let mut outage = app.metrics.postgres_outage.caller("persist");
+    outage.failed(&"connection refused");
+    let (_, engine) = checker
+        .check(&doc, "GET", "/api/engine", app.http.get(url("/api/engine")))
+        .await;
+    assert_eq!(engine["lag"]["0"], 999_990, "{engine}");
+    assert_eq!(engine["channels"]["detect"]["used"], 3, "{engine}");
+    let (status, ready) = checker
+        .check(&doc, "GET", "/health/ready", app.http.get(url("/health/ready")))
+        .await;
+    assert_eq!(status, 503, "{ready}");
+    assert!(ready["postgres"]["outage"].is_object(), "{ready}");
+    outage.succeeded();
+
+    let req = app.http.delete(url("/api/watches/abc")).bearer_auth(token);
+    let (status, _) = checker.check(&doc, "DELETE", "/api/watches/{id}", req).await;
+    assert_eq!(status, 400);
     let one = format!("/api/watches/{watch_id}");
+    let req = app.http.delete(url(&one));
+    let (status, _) = checker.check(&doc, "DELETE", "/api/watches/{id}", req).await;
+    assert_eq!(status, 401);
     let req = app.http.delete(url(&one)).bearer_auth(token);
     let (status, deleted) = checker.check(&doc, "DELETE", "/api/watches/{id}", req).await;
     assert_eq!((status, deleted), (200, json!({ "deleted": watch_id })));
