@@ -12,11 +12,11 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use conscope::config::DetectConfig;
-use conscope::detect::stage::Detector;
-use conscope::detect::{PriceCache, Rules};
-use conscope::ingest::parse::Parser;
 use conscope::metrics::Metrics;
-use conscope::runtime::messages::{InRecord, IngestBatch};
+use conscope::pipeline::detect::stage::Detector;
+use conscope::pipeline::detect::{PriceCache, Rules};
+use conscope::pipeline::ingest::parse::Parser;
+use conscope::pipeline::messages::{InRecord, IngestBatch};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -311,7 +311,7 @@ fn parse_detect(
     parser: &mut Parser,
     det: &Detector,
     metrics: &Metrics,
-) -> Vec<conscope::runtime::messages::DetectedBatch> {
+) -> Vec<conscope::pipeline::messages::DetectedBatch> {
     let mut detected = Vec::with_capacity(events.len() / FETCH_RECORDS + 1);
     let mut offset = 0i64;
     for chunk in events.chunks(FETCH_RECORDS) {

@@ -1,25 +1,38 @@
 //! ConScope: a real-time ticket price watcher and the stream engine under it.
 //!
-//! Sources produce PriceEvents to Kafka `raw_prices`; the engine ([`runtime`]) reads them
-//! ([`ingest`]), finds price changes in a sharded cache ([`detect`]), commits rows and offsets
-//! to PostgreSQL in one transaction per batch ([`store`]) and publishes `processed_prices` and
-//! `price_alerts` ([`publish`]). See `docs/architecture.md` for the whole picture. [`bench`] and [`replay`] measure
-//! it and feed it from files (`docs/benchmarks.md`).
+//! # Layout
+//!
+//! One line per top-level module, in data-flow order (`docs/architecture.md` draws the whole
+//! picture):
+//!
+//! - [`model`]: the shapes that flow: price events, changes, alerts, money, limits, windows.
+//! - [`config`]: `config.toml` and `CONSCOPE_*` overrides, validated with the key named.
+//! - [`sources`]: the simulated marketplace and the SeatGeek and Ticketmaster pollers, producing
+//!   to Kafka `raw_prices`.
+//! - [`kafka`]: rskafka clients with deadlines, producing, topics, the dead-letter queue.
+//! - [`store`]: PostgreSQL storage: pool, migrations, offsets, the warm start, read queries.
+//! - [`pipeline`]: the engine: ingest → detect → persist → publish, and their wiring.
+//! - [`alert`]: user watches over the output topics, and delivery to Discord, Slack, webhooks.
+//! - [`web`]: the dashboard, the JSON API, `/metrics` and `/health`.
+//! - [`runtime`]: `conscope run`: starts every part above under one supervisor.
+//! - [`replay`]: feeds a file of observations through the engine's detector and writer.
+//! - [`bench`]: the end-to-end benchmark (`docs/benchmarks.md`).
+//! - [`metrics`], [`backoff`], [`logging`], [`alloc`]: counters, retries and outages, log
+//!   setup, the allocator.
 
 pub mod alert;
 pub mod alloc;
 pub mod backoff;
 pub mod bench;
 pub mod config;
-pub mod detect;
-pub mod ingest;
 pub mod kafka;
 pub mod logging;
 pub mod metrics;
 pub mod model;
-pub mod publish;
+pub mod pipeline;
 pub mod replay;
 pub mod runtime;
 pub mod sources;
 pub mod store;
+pub mod usage;
 pub mod web;

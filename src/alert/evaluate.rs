@@ -31,8 +31,9 @@ use super::{ALERT_CONSUMER, AlertError, AlertMessage, WATCH_RULE_PREFIX, queue};
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::model::money::{cents_of, dollars};
 use crate::model::{Alert, ChangeKind, ProcessedPrice, alert_id, cents};
-use crate::store::writer::{cents_of, dollars, store_offsets};
+use crate::store::offsets::store_offsets;
 use crate::store::{self, StoreError};
 
 /// Decoded records of one batch.

@@ -13,8 +13,8 @@
 use chrono::{DateTime, Utc};
 use tokio_postgres::Transaction;
 
+use crate::model::money::{cents_of, dollars};
 use crate::store::StoreError;
-use crate::store::writer::{cents_of, dollars};
 
 /// What a watch remembers of one listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

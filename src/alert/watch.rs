@@ -14,8 +14,8 @@ use tokio_postgres::GenericClient;
 
 use super::rules::Trigger;
 use crate::model::PriceEvent;
+use crate::model::money::{cents_of, dollars};
 use crate::store::StoreError;
-use crate::store::writer::{cents_of, dollars};
 
 /// One watch.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,7 +7,7 @@
 use serde::Serialize;
 
 use super::usage;
-use crate::detect::PriceCache;
+use crate::pipeline::detect::PriceCache;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CacheFigures {

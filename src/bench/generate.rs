@@ -65,7 +65,7 @@ pub fn write_feed_to(path: &Path, sim: &SimulatedConfig, events: u64) -> std::io
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::parse::Parser;
+    use crate::pipeline::ingest::parse::Parser;
 
     #[test]
     fn the_same_seed_writes_the_same_bytes_and_every_line_parses() {

@@ -16,7 +16,6 @@
 //! listing in the price cache). `replay`'s bare-COPY ceiling lives in [`copy`].
 
 pub mod cache;
-pub mod copy;
 pub mod fetch;
 pub mod generate;
 pub mod producer;
@@ -25,15 +24,16 @@ pub mod report;
 pub mod run;
 pub mod scratch;
 pub mod stall;
-pub mod usage;
+
+pub use crate::usage;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::Config;
 use crate::kafka::KafkaError;
+use crate::pipeline::engine::EngineError;
 use crate::runtime::RunError;
-use crate::runtime::engine::EngineError;
 use crate::store::StoreError;
 
 /// Why a benchmark could not produce its figures.

@@ -28,9 +28,9 @@ use super::scratch::Scratch;
 use super::stall::{self, StallWindow};
 use super::usage::{self, RssSample};
 use super::{BenchError, RunArgs};
-use crate::detect::PriceCache;
 use crate::metrics::Metrics;
-use crate::runtime::engine::{self, EngineContext};
+use crate::pipeline::detect::PriceCache;
+use crate::pipeline::engine::{self, EngineContext};
 use crate::store::{self, StoreError};
 
 /// How often the committed offsets are checked.

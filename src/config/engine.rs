@@ -65,7 +65,7 @@ pub struct IngestConfig {
 impl Default for IngestConfig {
     fn default() -> Self {
         Self {
-            max_future_skew: crate::ingest::parse::limits::MAX_FUTURE_SKEW,
+            max_future_skew: crate::model::limits::MAX_FUTURE_SKEW,
         }
     }
 }

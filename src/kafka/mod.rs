@@ -1,6 +1,7 @@
 //! Kafka plumbing shared by every stage: building an rskafka client with deadlines (rskafka 0.6
 //! retries forever by default), partition clients, and topic administration ([`topics`]).
 
+pub mod dlq;
 pub mod produce;
 pub mod topics;
 

@@ -4,7 +4,12 @@
 //! Prices are held as whole cents (`i64`) so that "unchanged" is exact and the noise floor is
 //! not at the mercy of float rounding; they are dollars with two decimals on the wire and in SQL.
 
+pub mod limits;
+pub mod money;
 mod texts;
+pub mod window;
+
+pub use money::{cents, opt_cents};
 
 use std::sync::Arc;
 
@@ -330,48 +335,13 @@ pub fn alert_id(listing_key: &str, partition: i32, offset: i64, rule: &str) -> S
     id
 }
 
-/// Dollars (a JSON number with two decimals) <-> whole cents.
-pub mod cents {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn to_dollars(cents: i64) -> f64 {
-        cents as f64 / 100.0
-    }
-
-    /// Rounds to the nearest cent; `None` for values that are not finite.
-    pub fn from_dollars(dollars: f64) -> Option<i64> {
-        let c = (dollars * 100.0).round();
-        (c.is_finite() && c.abs() < 9.0e15).then_some(c as i64)
-    }
-
-    pub fn serialize<S: Serializer>(v: &i64, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(to_dollars(*v))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-        let dollars = f64::deserialize(d)?;
-        from_dollars(dollars).ok_or_else(|| serde::de::Error::custom("price is not finite"))
-    }
-}
-
-/// As [`cents`], for optional amounts.
-pub mod opt_cents {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(c) => s.serialize_f64(super::cents::to_dollars(*c)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-        Option::<f64>::deserialize(d)?
-            .map(|f| {
-                super::cents::from_dollars(f).ok_or_else(|| serde::de::Error::custom("amount is not finite"))
-            })
-            .transpose()
-    }
+/// What the cache remembers of one listing (24 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListingState {
+    pub last_price: i64,
+    pub lowest_price: i64,
+    /// Event time of the last observation, milliseconds since the epoch.
+    pub last_seen_ms: i64,
 }
 
 /// A processed_prices record: the event with its previous price and the change.

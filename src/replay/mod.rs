@@ -12,7 +12,7 @@
 //!                    state writer (state.rs, a second connection): folds --state-records into
 //!                            ONE transaction: listing_state (each listing once) ·
 //!                            price_alerts · the state offset
-//!  then (unless --baseline-rows 0): bare COPYs of the same rows into a scratch table, without
+//!  then, with --compare-copy only: bare COPYs of the same rows into a scratch table, without
 //!  and with price_history's foreign key
 //! ```
 //!
@@ -51,6 +51,7 @@
 //! every open window is written; a later run of the grown file merges records that fall into a
 //! written window (`windows.late_records`), as the engine does with late records.
 
+pub mod copy;
 pub mod reader;
 mod state;
 
@@ -63,15 +64,17 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::bench::copy::{self, Ceilings};
-use crate::bench::report::print_json;
-use crate::bench::usage;
 use crate::config::Config;
-use crate::detect::stage::Detector;
-use crate::detect::{PriceCache, Rules};
-use crate::ingest::parse::Parser;
 use crate::kafka::produce::partition_for;
-use crate::store::{self, StoreError, migrate, offsets, windows, writer};
+use crate::pipeline::detect::stage::Detector;
+use crate::pipeline::detect::windows;
+use crate::pipeline::detect::{PriceCache, Rules};
+use crate::pipeline::ingest::parse::Parser;
+use crate::pipeline::persist::windows as persist_windows;
+use crate::pipeline::persist::writer;
+use crate::store::{self, StoreError, migrate, offsets, warm};
+use crate::usage;
+use copy::Ceilings;
 use reader::{ReplayBatch, Resume};
 use state::{StateFigures, write_states};
 
@@ -112,8 +115,12 @@ pub struct ReplayArgs {
     /// lag the history by at most this many during the replay.
     #[arg(long, default_value_t = 480_000)]
     pub state_records: usize,
-    /// Rows of the bare-COPY comparison run afterwards (0 skips it; it holds them in memory).
-    #[arg(long, default_value_t = 1_000_000)]
+    /// After the replay, COPY the same rows into a scratch table without and with
+    /// price_history's foreign key, and report ConScope's rate against those ceilings.
+    #[arg(long)]
+    pub compare_copy: bool,
+    /// Rows of the `--compare-copy` comparison (it holds them in memory).
+    #[arg(long, default_value_t = 1_000_000, requires = "compare_copy")]
     pub baseline_rows: u64,
     /// Print the figures as one JSON document (and no progress bar).
     #[arg(long)]
@@ -268,7 +275,7 @@ pub async fn run(cfg: &Config, args: &ReplayArgs) -> Result<ReplayFigures, Repla
             // written with its history): the state is as far as the history.
             let tx = client.transaction().await.map_err(StoreError::query("begin"))?;
             let at = BTreeMap::from([(0, history)]);
-            writer::store_offsets(&tx, &source.consumer, REPLAY_STATE_TOPIC, &at).await?;
+            offsets::store_offsets(&tx, &source.consumer, REPLAY_STATE_TOPIC, &at).await?;
             tx.commit().await.map_err(StoreError::query("commit"))?;
             history
         }
@@ -276,7 +283,7 @@ pub async fn run(cfg: &Config, args: &ReplayArgs) -> Result<ReplayFigures, Repla
     let resume = Resume::new(history, state);
     let start = resume.start;
     let cache = Arc::new(PriceCache::new());
-    let listings = offsets::load_cache(&client, &cache).await?;
+    let listings = warm::listing_states(&client, |key, state| cache.load(key, state)).await?;
     let instance = source.partition;
     let (mut file_windows, _) = windows::resume(&client, &cfg.windows, instance, &[instance]).await?;
     tracing::info!(
@@ -329,14 +336,14 @@ pub async fn run(cfg: &Config, args: &ReplayArgs) -> Result<ReplayFigures, Repla
                 let tx = client.transaction().await.map_err(StoreError::query("begin"))?;
                 writer::write_history(&tx, &batch.records, &batch.alerts).await?;
                 let next = BTreeMap::from([(0, batch.next_offset)]);
-                writer::store_offsets(&tx, &source.consumer, REPLAY_TOPIC, &next).await?;
+                offsets::store_offsets(&tx, &source.consumer, REPLAY_TOPIC, &next).await?;
                 let w = &batch.windows;
-                windows::upsert(&tx, instance, &w.closed).await?;
+                persist_windows::upsert(&tx, instance, &w.closed).await?;
                 if !w.late.is_empty() {
-                    windows::recompute(&tx, instance, &[instance], &w.late).await?;
+                    persist_windows::recompute(&tx, instance, &[instance], &w.late).await?;
                 }
                 if let Some(wm) = w.watermark {
-                    windows::store_watermark(&tx, instance, wm).await?;
+                    persist_windows::store_watermark(&tx, instance, wm).await?;
                 }
                 tx.commit().await.map_err(StoreError::query("commit"))?;
                 write_seconds += began.elapsed().as_secs_f64();
@@ -377,7 +384,7 @@ pub async fn run(cfg: &Config, args: &ReplayArgs) -> Result<ReplayFigures, Repla
     let after = usage::own();
     bar.finish_and_clear();
 
-    let bare_copy = if rows > 0 && args.baseline_rows > 0 {
+    let bare_copy = if rows > 0 && args.compare_copy && args.baseline_rows > 0 {
         let from = resume.history_from;
         Some(copy::ceilings(&client, source.partition, from, end, args.baseline_rows).await?)
     } else {
@@ -421,7 +428,9 @@ pub async fn run(cfg: &Config, args: &ReplayArgs) -> Result<ReplayFigures, Repla
 pub async fn command(cfg: Config, args: ReplayArgs) -> Result<(), ReplayError> {
     let f = run(&cfg, &args).await?;
     if args.json {
-        return print_json(&f).map_err(|e| ReplayError::Invalid(e.to_string()));
+        let text = serde_json::to_string_pretty(&f).map_err(|e| ReplayError::Invalid(e.to_string()))?;
+        println!("{text}");
+        return Ok(());
     }
     println!(
         "replayed {} ({}): {} lines from line {}, {} already stored, {} blank, {} invalid",

@@ -20,11 +20,11 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use crate::detect::stage::{Detector, WindowUpdate, feed_windows};
-use crate::detect::windows::Windows;
-use crate::ingest::parse::Parser;
 use crate::model::Alert;
-use crate::runtime::messages::{InRecord, Processed};
+use crate::pipeline::detect::stage::{Detector, WindowUpdate, feed_windows};
+use crate::pipeline::detect::windows::Windows;
+use crate::pipeline::ingest::parse::Parser;
+use crate::pipeline::messages::{InRecord, Processed};
 
 /// How many invalid lines are logged one by one; the rest are only counted.
 const LOGGED_INVALID: u64 = 10;
@@ -235,7 +235,7 @@ mod tests {
 
     use super::*;
     use crate::config::{DetectConfig, WindowsConfig};
-    use crate::detect::{PriceCache, Rules};
+    use crate::pipeline::detect::{PriceCache, Rules};
 
     fn line(listing: &str, price: f64) -> String {
         format!(

@@ -8,8 +8,8 @@ use tokio::sync::mpsc;
 
 use super::REPLAY_STATE_TOPIC;
 use super::reader::ReplayBatch;
+use crate::pipeline::persist::writer::{self, AlertRows, ListingStates};
 use crate::store::StoreError;
-use crate::store::writer::{self, AlertRows, ListingStates};
 
 /// What the state writer did.
 pub(super) struct StateFigures {
@@ -74,7 +74,7 @@ pub(super) async fn write_states(
                 writer::upsert_listing_states(&tx, &current.states).await?;
                 writer::insert_alert_rows(&tx, &current.alerts).await?;
                 let offset = BTreeMap::from([(0, current.next_offset)]);
-                writer::store_offsets(&tx, &consumer, REPLAY_STATE_TOPIC, &offset).await?;
+                crate::store::offsets::store_offsets(&tx, &consumer, REPLAY_STATE_TOPIC, &offset).await?;
                 tx.commit().await.map_err(StoreError::query("commit"))
             };
             tokio::pin!(write);

@@ -22,8 +22,6 @@
 //! Shutdown (SIGINT/SIGTERM) cancels ingest; the later stages drain, commit and stop when their
 //! input closes; the supervisor waits under `pipeline.shutdown_timeout`.
 
-pub mod engine;
-pub mod messages;
 mod pollers;
 pub mod report;
 pub mod supervisor;
@@ -34,9 +32,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::detect::PriceCache;
 use crate::kafka::{self, KafkaError, topics};
 use crate::metrics::Metrics;
+use crate::pipeline::detect::PriceCache;
+use crate::pipeline::engine;
 use crate::sources;
 use crate::store::{self, StoreError, migrate};
 use crate::web;

@@ -270,7 +270,7 @@ pub fn to_wire_json(event: &PriceEvent) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::parse::Parser;
+    use crate::pipeline::ingest::parse::Parser;
 
     fn cfg(seed: u64) -> SimulatedConfig {
         SimulatedConfig {

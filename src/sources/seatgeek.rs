@@ -35,8 +35,8 @@ use serde::Deserialize;
 use super::http::{self, Answer, Attempt, PollError, lenient_price, price_cents};
 use super::poll::{Poll, Poller};
 use crate::config::SeatGeekConfig;
-use crate::ingest::parse::parse_time;
 use crate::model::{PriceEvent, PriceEventFields};
+use crate::pipeline::ingest::parse::parse_time;
 
 const API: &str = "seatgeek";
 /// Ids asked for in one `id=` filter, which keeps URLs short.
@@ -283,7 +283,7 @@ fn price_events(event: &Event, now: DateTime<Utc>) -> Vec<PriceEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::parse::Parser;
+    use crate::pipeline::ingest::parse::Parser;
     use crate::sources::feed::to_wire_json;
 
     fn event(json: &str) -> Event {

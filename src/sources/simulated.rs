@@ -127,7 +127,7 @@ pub async fn stored_prices(
             let key: &str = r.get(0);
             let (_, id) = key.split_once(':')?;
             let number = id.strip_prefix(prefix)?.parse().ok()?;
-            Some((number, store::writer::cents_of(r.get(1))))
+            Some((number, crate::model::money::cents_of(r.get(1))))
         })
         .collect())
 }

@@ -35,8 +35,8 @@ use super::http::{self, Answer, Attempt, PollError, lenient_price, price_cents};
 use super::poll::{Poll, Poller};
 use super::quota::Quota;
 use crate::config::TicketmasterConfig;
-use crate::ingest::parse::parse_time;
 use crate::model::{PriceEvent, PriceEventFields};
+use crate::pipeline::ingest::parse::parse_time;
 
 const API: &str = "ticketmaster";
 /// The Discovery API serves no item past this index (`size * page < 1000`).
@@ -378,7 +378,7 @@ fn price_events(event: &Event, now: DateTime<Utc>) -> Vec<PriceEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::parse::Parser;
+    use crate::pipeline::ingest::parse::Parser;
     use crate::sources::feed::to_wire_json;
 
     const PHOEBE: &str = r#"{"name":"Phoebe Bridgers","id":"vvG1IZ9KBdZ7Yq",

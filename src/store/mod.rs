@@ -1,16 +1,14 @@
-//! PostgreSQL: the connection pool, migrations ([`migrate`]), stored offsets ([`offsets`]), the
-//! one-transaction-per-batch writer ([`writer`]), and what the web layer reads ([`queries`]) and
-//! edits ([`watches`]).
+//! PostgreSQL storage: the connection pool, migrations ([`migrate`]), stored offsets
+//! ([`offsets`]), the warm start ([`warm`]), what the web layer reads ([`queries`]) and the
+//! watches it edits ([`watches`]), and what a server error means ([`sqlstate`]). The engine's
+//! batch writes live with the persist stage (`pipeline::persist`).
 
 pub mod migrate;
 pub mod offsets;
-pub mod persist;
 pub mod queries;
-pub mod split;
 pub mod sqlstate;
+pub mod warm;
 pub mod watches;
-pub mod windows;
-pub mod writer;
 
 use std::time::Duration;
 

@@ -1,13 +1,13 @@
-//! Stored offsets, the warm-start load of the price cache, and the publish outbox mark.
+//! Stored offsets: loading them, storing them with a batch, and the publish outbox mark.
 
 use std::collections::BTreeMap;
 
-use rust_decimal::Decimal;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Transaction};
 
 use super::StoreError;
-use super::writer::cents_of;
-use crate::detect::{ListingState, PriceCache};
+
+/// Name under which the engine's raw_prices offsets are stored in `kafka_offsets`.
+pub const ENGINE_CONSUMER: &str = "engine";
 
 /// Stored offsets of one consumer on one topic: partition → (next_offset, published_offset).
 pub async fn load(
@@ -50,41 +50,27 @@ pub async fn mark_published(
     Ok(())
 }
 
-/// Warm start: put every persisted listing state into `cache`. Returns how many.
-///
-/// Only listings of `partitions` would be needed, but the listing → partition mapping is the
-/// producer's; loading all keeps the rule simple, and listings of other partitions are never
-/// looked up by this instance.
-pub async fn load_cache(client: &Client, cache: &PriceCache) -> Result<usize, StoreError> {
-    use futures::TryStreamExt;
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 0] = [];
-    let rows = client
-        .query_raw(
-            "SELECT listing_key, last_price, lowest_price, last_seen FROM listing_state",
-            params,
-        )
-        .await
-        .map_err(StoreError::query("load listing_state"))?;
-    futures::pin_mut!(rows);
-    let mut n = 0;
-    while let Some(row) = rows
-        .try_next()
-        .await
-        .map_err(StoreError::query("load listing_state"))?
-    {
-        let key: &str = row.get(0);
-        let last: Decimal = row.get(1);
-        let low: Decimal = row.get(2);
-        let seen: chrono::DateTime<chrono::Utc> = row.get(3);
-        cache.load(
-            key,
-            ListingState {
-                last_price: cents_of(last),
-                lowest_price: cents_of(low),
-                last_seen_ms: seen.timestamp_millis(),
-            },
-        );
-        n += 1;
+/// `next_offset = GREATEST(next_offset, $n)`: offsets never move backwards.
+pub async fn store_offsets(
+    tx: &Transaction<'_>,
+    consumer: &str,
+    topic: &str,
+    offsets: &BTreeMap<i32, i64>,
+) -> Result<(), StoreError> {
+    if offsets.is_empty() {
+        return Ok(());
     }
-    Ok(n)
+    let partitions: Vec<i32> = offsets.keys().copied().collect();
+    let next: Vec<i64> = offsets.values().copied().collect();
+    tx.execute(
+        "INSERT INTO kafka_offsets (consumer, topic, \"partition\", next_offset)
+         SELECT $1, $2, p, n FROM UNNEST($3::int4[], $4::int8[]) AS t (p, n)
+         ON CONFLICT (consumer, topic, \"partition\") DO UPDATE
+            SET next_offset = GREATEST(kafka_offsets.next_offset, EXCLUDED.next_offset),
+                updated_at = now()",
+        &[&consumer, &topic, &partitions, &next],
+    )
+    .await
+    .map_err(StoreError::query("store kafka_offsets"))?;
+    Ok(())
 }

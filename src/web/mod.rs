@@ -41,8 +41,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::detect::PriceCache;
 use crate::metrics::Metrics;
+use crate::pipeline::detect::PriceCache;
 use crate::store;
 use error::ApiError;
 use status::RateMeter;

@@ -121,8 +121,12 @@ fn replay(config: &Path, file: &Path) -> Value {
 
 /// `conscope replay FILE [--name NAME] --json`.
 fn replay_as(config: &Path, file: &Path, name: Option<&str>) -> Value {
+    replay_with(config, file, name, &[])
+}
+
+fn replay_with(config: &Path, file: &Path, name: Option<&str>, extra: &[&str]) -> Value {
     let mut cmd = harness::conscope(config);
-    cmd.arg("replay").arg(file).arg("--json");
+    cmd.arg("replay").arg(file).arg("--json").args(extra);
     if let Some(name) = name {
         cmd.args(["--name", name]);
     }
@@ -197,7 +201,7 @@ async fn replaying_a_file_twice_or_in_two_parts_stores_every_line_once() {
     let part = first.join("feed.jsonl");
     std::fs::write(&part, head).expect("write part");
 
-    let a = replay_as(&config, &part, Some("feed"));
+    let a = replay_with(&config, &part, Some("feed"), &["--compare-copy"]);
     assert_eq!(num(&a, "rows_written"), 2_000.0);
     assert_eq!(num(&a, "start_line"), 0.0);
     assert_eq!(
@@ -227,6 +231,10 @@ async fn replaying_a_file_twice_or_in_two_parts_stores_every_line_once() {
     let rest = replay_as(&config, &full, Some("feed"));
     assert_eq!(num(&rest, "start_line"), 2_000.0);
     assert_eq!(num(&rest, "rows_written"), 1_000.0);
+    assert!(
+        rest["bare_copy"].is_null(),
+        "the bare-COPY comparison runs only with --compare-copy"
+    );
     assert_eq!(num(&rest, "partition"), num(&a, "partition"));
     assert_eq!(
         history_keys(&db).await,
@@ -328,8 +336,6 @@ async fn a_replay_killed_between_its_two_writers_resumes_without_a_lost_or_doubl
         "500",
         "--state-records",
         "4000",
-        "--baseline-rows",
-        "0",
     ];
 
     // Kill the replay (SIGKILL: no chance to finish a transaction) each time its history has
@@ -487,7 +493,7 @@ async fn two_files_with_one_basename_in_two_folders_replay_independently() {
     // ... and, named, stored once and resumed under that name.
     let piped = |name: &str| {
         let output = harness::conscope(&config)
-            .args(["replay", "-", "--json", "--baseline-rows", "0", "--name", name])
+            .args(["replay", "-", "--json", "--name", name])
             .stdin(std::fs::File::open(&feed).expect("feed"))
             .output()
             .expect("run conscope replay -");

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use conscope::config::{Config, DetectConfig};
-use conscope::detect::stage::Detector;
-use conscope::detect::{PriceCache, Rules};
-use conscope::ingest::parse::Parser;
-use conscope::runtime::messages::InRecord;
-use conscope::store::writer::{ListingStates, upsert_listing_states};
+use conscope::pipeline::detect::stage::Detector;
+use conscope::pipeline::detect::{PriceCache, Rules};
+use conscope::pipeline::ingest::parse::Parser;
+use conscope::pipeline::messages::InRecord;
+use conscope::pipeline::persist::writer::{ListingStates, upsert_listing_states};
 use serde_json::Value;
 
 use crate::harness::{self, TestDb};
@@ -236,7 +236,7 @@ async fn a_replay_of_older_history_beside_the_live_state_does_not_rewind_it() {
     std::fs::write(&file, lines.join("\n") + "\n").expect("write file");
     let config = harness::write_config(&cfg);
     let output = harness::conscope(&config)
-        .args(["replay", "--json", "--baseline-rows", "0"])
+        .args(["replay", "--json"])
         .arg(&file)
         .output()
         .expect("run conscope replay");

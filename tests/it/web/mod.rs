@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use conscope::config::Secret;
-use conscope::detect::PriceCache;
 use conscope::metrics::Metrics;
+use conscope::pipeline::detect::PriceCache;
 use conscope::web::{self, WebState};
 use conscope::{kafka, store};
 use serde_json::Value;

@@ -49,7 +49,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::detect::PriceCache;
+    use crate::pipeline::detect::PriceCache;
 
     fn rules() -> Rules {
         Rules::from_config(&DetectConfig {

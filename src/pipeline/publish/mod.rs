@@ -22,9 +22,10 @@ use crate::config::Config;
 use crate::kafka::KafkaError;
 use crate::kafka::produce::TopicProducer;
 use crate::metrics::Metrics;
+use crate::model::money::cents_of;
 use crate::model::{ChangeKind, PriceEvent, PriceEventFields, ProcessedPrice};
-use crate::runtime::messages::CommittedBatch;
-use crate::store::writer::{ENGINE_CONSUMER, cents_of};
+use crate::pipeline::messages::CommittedBatch;
+use crate::store::offsets::ENGINE_CONSUMER;
 use crate::store::{self, StoreError, offsets};
 
 /// Offsets of one partition re-produced per step of [`recover`]: at ~0.5 KB per processed

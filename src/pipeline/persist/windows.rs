@@ -1,18 +1,14 @@
-//! price_windows: writing closed windows, recomputing a written window for late records, the
-//! watermark, and rebuilding open windows at start. The web layer reads windows through
-//! `store::queries::windows`.
+//! price_windows writes inside a batch transaction: closed windows, written windows recomputed
+//! for late records, and the watermark. The warm start reads them back (`store::warm`); the web
+//! layer through `store::queries::windows`.
 
 use chrono::{DateTime, Utc};
-use futures::TryStreamExt;
-use rust_decimal::Decimal;
+use tokio_postgres::Transaction;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Transaction};
 
-use super::StoreError;
-use super::writer::{cents_of, dollars};
-use crate::config::WindowsConfig;
-use crate::detect::windows::{Observation, WindowKey, WindowRow, Windows};
-use crate::model::ChangeKind;
+use crate::model::money::dollars;
+use crate::model::window::{WindowKey, WindowRow};
+use crate::store::StoreError;
 
 fn at(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
@@ -144,102 +140,4 @@ pub async fn store_watermark(
     .await
     .map_err(StoreError::query("store window watermark"))?;
     Ok(())
-}
-
-pub async fn load_watermark(client: &Client, instance: i32) -> Result<Option<i64>, StoreError> {
-    let row = client
-        .query_opt(
-            "SELECT watermark FROM window_progress WHERE instance = $1",
-            &[&instance],
-        )
-        .await
-        .map_err(StoreError::query("load window watermark"))?;
-    Ok(row.map(|r| r.get::<_, DateTime<Utc>>(0).timestamp_millis()))
-}
-
-/// An instance's windows as it left them (the engine's, or a replayed file's): its stored
-/// watermark, its partitions registered, and the windows still open rebuilt from the committed
-/// rows. Returns the windows and how many rows were read back.
-pub async fn resume(
-    client: &Client,
-    cfg: &WindowsConfig,
-    instance: i32,
-    partitions: &[i32],
-) -> Result<(Windows, u64), StoreError> {
-    let watermark = load_watermark(client, instance).await?;
-    let mut windows = Windows::new(cfg, watermark);
-    windows.register_partitions(partitions, std::time::Instant::now());
-    let mut rows = 0;
-    if windows.enabled() {
-        let widest = cfg.widths_ms().into_iter().max().unwrap_or(60_000);
-        rows = rebuild(client, &mut windows, widest, partitions).await?;
-    }
-    Ok((windows, rows))
-}
-
-/// Rebuild the open windows after a restart from the committed rows they cover.
-///
-/// Open windows are those ending after the stored watermark, so only rows from the start of
-/// the widest open window on are read, through the (event_id, timestamp) index.
-pub async fn rebuild(
-    client: &Client,
-    windows: &mut Windows,
-    widest_ms: i64,
-    partitions: &[i32],
-) -> Result<u64, StoreError> {
-    let Some(wm) = windows.watermark() else {
-        // Nothing was ever written: every stored row belongs to an open window.
-        return replay_rows(client, windows, 0, partitions).await;
-    };
-    let from = wm.div_euclid(widest_ms) * widest_ms;
-    replay_rows(client, windows, from, partitions).await
-}
-
-async fn replay_rows(
-    client: &Client,
-    windows: &mut Windows,
-    from_ms: i64,
-    partitions: &[i32],
-) -> Result<u64, StoreError> {
-    // Prices are never older than the epoch; Postgres cannot hold chrono's minimum anyway.
-    let from = DateTime::from_timestamp_millis(from_ms.max(0)).unwrap_or(DateTime::UNIX_EPOCH);
-    let params: [&(dyn ToSql + Sync); 2] = [&from, &partitions];
-    let rows = client
-        .query_raw(
-            "SELECT h.event_id, h.source, h.listing_key, h.price, h.\"timestamp\", h.kafka_partition,
-                    h.kafka_offset, h.change_kind
-               FROM price_history h
-              WHERE h.event_id = ANY(ARRAY(SELECT event_id FROM events)) AND h.\"timestamp\" >= $1
-                AND h.kafka_partition = ANY($2)",
-            params,
-        )
-        .await
-        .map_err(StoreError::query("rebuild open windows"))?;
-    futures::pin_mut!(rows);
-    let mut n = 0;
-    while let Some(r) = rows
-        .try_next()
-        .await
-        .map_err(StoreError::query("rebuild open windows"))?
-    {
-        let kind = match r.get::<_, &str>(7) {
-            "drop" => ChangeKind::Drop,
-            "increase" => ChangeKind::Increase,
-            "unchanged" => ChangeKind::Unchanged,
-            "out_of_order" => ChangeKind::OutOfOrder,
-            _ => ChangeKind::New,
-        };
-        windows.replay(Observation {
-            event_id: r.get(0),
-            source: r.get(1),
-            listing_key: r.get(2),
-            price: cents_of(r.get::<_, Decimal>(3)),
-            ts_ms: r.get::<_, DateTime<Utc>>(4).timestamp_millis(),
-            partition: r.get(5),
-            offset: r.get(6),
-            kind,
-        });
-        n += 1;
-    }
-    Ok(n)
 }

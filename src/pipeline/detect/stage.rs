@@ -16,7 +16,7 @@ use super::windows::{Observation, WindowKey, WindowRow, Windows};
 use super::{PriceCache, Rules};
 use crate::metrics::Metrics;
 use crate::model::{Alert, ChangeKind, alert_id};
-use crate::runtime::messages::{DetectedBatch, InRecord, IngestBatch, Processed};
+use crate::pipeline::messages::{DetectedBatch, InRecord, IngestBatch, Processed};
 
 /// How many records ahead [`Detector::process_all`] prefetches cache entries.
 pub const PREFETCH_AHEAD: usize = 12;
@@ -256,7 +256,7 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::config::DetectConfig;
-    use crate::ingest::parse::Parser;
+    use crate::pipeline::ingest::parse::Parser;
 
     /// Records of listing A at `(price, timestamp)`, on partitions 0 and 1 by turns, as a
     /// producer without keys scatters them.

@@ -9,14 +9,15 @@ use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 
-use super::{Parser, limits};
 use crate::alert::rules::{Observation as WatchObservation, Trigger, condition};
 use crate::config::{DetectConfig, LatePolicy, WindowsConfig};
-use crate::detect::stage::Detector;
-use crate::detect::windows::{Observation, Windows};
-use crate::detect::{PriceCache, Rules};
 use crate::model::Alert;
-use crate::runtime::messages::{InRecord, Processed};
+use crate::model::limits;
+use crate::pipeline::detect::stage::Detector;
+use crate::pipeline::detect::windows::{Observation, Windows};
+use crate::pipeline::detect::{PriceCache, Rules};
+use crate::pipeline::ingest::parse::Parser;
+use crate::pipeline::messages::{InRecord, Processed};
 
 const FIELDS: [&str; 18] = [
     "event_id",

@@ -23,35 +23,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::{LatePolicy, WindowsConfig};
 use crate::model::ChangeKind;
-
-/// Which window: event, source, width and start (milliseconds since the epoch).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct WindowKey {
-    pub event_id: String,
-    pub source: String,
-    pub width_ms: i64,
-    pub start_ms: i64,
-}
-
-impl WindowKey {
-    /// Where the window ends (exclusive); the end of time for a window that would end past it.
-    pub fn end_ms(&self) -> i64 {
-        self.start_ms.saturating_add(self.width_ms)
-    }
-}
-
-/// One observation as windows need it (from a live record or a stored row).
-#[derive(Debug, Clone, Copy)]
-pub struct Observation<'a> {
-    pub event_id: &'a str,
-    pub source: &'a str,
-    pub listing_key: &'a str,
-    pub price: i64,
-    pub ts_ms: i64,
-    pub partition: i32,
-    pub offset: i64,
-    pub kind: ChangeKind,
-}
+pub use crate::model::window::{Observation, WindowKey, WindowRow};
+use crate::store::{StoreError, warm};
 
 /// (event time, partition, offset, price): ordering decides first and last.
 type Stamp = (i64, i32, i64, i64);
@@ -68,25 +41,6 @@ struct Agg {
     drops: i32,
     rises: i32,
     late: i32,
-}
-
-/// A finished window, ready to be written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WindowRow {
-    pub key: WindowKey,
-    pub observations: i64,
-    pub distinct_listings: i32,
-    pub min: i64,
-    pub max: i64,
-    pub sum: i64,
-    pub first_price: i64,
-    pub last_price: i64,
-    pub first_at_ms: i64,
-    pub last_at_ms: i64,
-    pub drops: i32,
-    pub rises: i32,
-    /// Records merged in after the watermark had passed the window's end.
-    pub late_records: i32,
 }
 
 #[derive(Debug)]
@@ -290,6 +244,26 @@ impl Windows {
         rows.sort_by(|a, b| a.key.cmp(&b.key));
         rows
     }
+}
+
+/// An instance's windows as it left them (the engine's, or a replayed file's): its stored
+/// watermark, its partitions registered, and the windows still open rebuilt from the committed
+/// rows. Returns the windows and how many rows were read back.
+pub async fn resume(
+    client: &tokio_postgres::Client,
+    cfg: &WindowsConfig,
+    instance: i32,
+    partitions: &[i32],
+) -> Result<(Windows, u64), StoreError> {
+    let watermark = warm::load_watermark(client, instance).await?;
+    let mut windows = Windows::new(cfg, watermark);
+    windows.register_partitions(partitions, std::time::Instant::now());
+    let mut rows = 0;
+    if windows.enabled() {
+        let widest = cfg.widths_ms().into_iter().max().unwrap_or(60_000);
+        rows = warm::open_window_rows(client, watermark, widest, partitions, |o| windows.replay(o)).await?;
+    }
+    Ok((windows, rows))
 }
 
 #[cfg(test)]

@@ -5,9 +5,8 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
-use crate::detect::ListingState;
-use crate::detect::windows::{WindowKey, WindowRow};
-use crate::model::{Alert, Change, PriceEvent};
+use crate::model::window::{WindowKey, WindowRow};
+use crate::model::{Alert, Change, ListingState, PriceEvent};
 
 /// One valid raw_prices record.
 #[derive(Debug, Clone)]

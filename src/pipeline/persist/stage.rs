@@ -7,7 +7,7 @@
 //!                                          └──► raw_prices_dlq (acknowledged) ─────┘ before
 //! ```
 //!
-//! What a failed write means is decided by its SQLSTATE ([`super::sqlstate`]):
+//! What a failed write means is decided by its SQLSTATE ([`crate::store::sqlstate`]):
 //!
 //! - **The database refused a value** (classes 22, 23, 54): the records are split until each
 //!   refused one stands alone ([`super::split`]); those go to the DLQ with the database's
@@ -35,15 +35,16 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::split::Refused;
-use super::{ErrorClass, StoreError, split, windows, writer};
+use super::{split, windows};
 use crate::backoff::Backoff;
 use crate::config::{Config, KafkaConfig, WindowsConfig};
-use crate::detect::windows::{WindowKey, WindowRow};
-use crate::ingest::dlq::{Dlq, DlqRecord};
-use crate::ingest::parse::MAX_VALUE_BYTES;
+use crate::kafka::dlq::{Dlq, DlqRecord};
 use crate::kafka::{self, Fetch, KafkaError};
 use crate::metrics::Metrics;
-use crate::runtime::messages::{CommittedBatch, DetectedBatch, Processed};
+use crate::model::limits::MAX_VALUE_BYTES;
+use crate::model::window::{WindowKey, WindowRow};
+use crate::pipeline::messages::{CommittedBatch, DetectedBatch, Processed};
+use crate::store::{ErrorClass, StoreError};
 
 #[derive(Debug, Default)]
 struct Pending {
@@ -330,7 +331,7 @@ impl Stage {
     async fn write_once(&mut self, pending: &mut Pending) -> Result<(), StoreError> {
         let cfg = &*self.cfg;
         let topic = &cfg.kafka.topics.raw_prices.name;
-        let mut client = super::client(&self.pool, &cfg.postgres).await?;
+        let mut client = crate::store::client(&self.pool, &cfg.postgres).await?;
         if pending.maybe_committed {
             if offsets_stored(&client, topic, &pending.offsets).await? {
                 tracing::info!(offsets = ?pending.offsets, "the batch's offsets are stored: its unanswered COMMIT had succeeded");
@@ -386,7 +387,13 @@ impl Stage {
         if let Some(wm) = pending.watermark {
             windows::store_watermark(&tx, instance, wm).await?;
         }
-        writer::store_offsets(&tx, writer::ENGINE_CONSUMER, topic, &pending.offsets).await?;
+        crate::store::offsets::store_offsets(
+            &tx,
+            crate::store::offsets::ENGINE_CONSUMER,
+            topic,
+            &pending.offsets,
+        )
+        .await?;
         if let Err(e) = tx.commit().await {
             // The server's error answer says it did not commit; no answer does not say it.
             pending.maybe_committed = e.as_db_error().is_none();
@@ -406,7 +413,7 @@ pub async fn offsets_stored(
     if offsets.is_empty() {
         return Ok(false);
     }
-    let stored = super::offsets::load(client, writer::ENGINE_CONSUMER, topic).await?;
+    let stored = crate::store::offsets::load(client, crate::store::offsets::ENGINE_CONSUMER, topic).await?;
     Ok(offsets
         .iter()
         .all(|(p, next)| stored.get(p).is_some_and(|(n, _)| n >= next)))

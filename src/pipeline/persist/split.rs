@@ -17,10 +17,11 @@ use std::ops::Range;
 
 use tokio_postgres::Transaction;
 
-use super::{ErrorClass, StoreError, writer};
-use crate::detect::windows::{WindowKey, WindowRow};
+use super::writer;
 use crate::model::Alert;
-use crate::runtime::messages::Processed;
+use crate::model::window::{WindowKey, WindowRow};
+use crate::pipeline::messages::Processed;
+use crate::store::{ErrorClass, StoreError};
 
 /// A record the database refused: its place in the batch and what the database said.
 #[derive(Debug, Clone)]

@@ -26,17 +26,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::Config;
-use crate::detect::stage::{self as detect, Detector};
-use crate::detect::windows::Windows;
-use crate::detect::{PriceCache, Rules};
-use crate::ingest::IngestError;
-use crate::ingest::dlq::Dlq;
-use crate::ingest::reader::{self, ReaderContext};
+use crate::kafka::dlq::Dlq;
 use crate::kafka::{self, KafkaError, topics};
 use crate::metrics::Metrics;
-use crate::publish::{self, PublishError, Publisher};
-use crate::store::writer::ENGINE_CONSUMER;
-use crate::store::{self, StoreError, offsets, persist};
+use crate::pipeline::detect::stage::{self as detect, Detector};
+use crate::pipeline::detect::windows::Windows;
+use crate::pipeline::detect::{PriceCache, Rules};
+use crate::pipeline::ingest::IngestError;
+use crate::pipeline::ingest::reader::{self, ReaderContext};
+use crate::pipeline::persist;
+use crate::pipeline::publish::{self, PublishError, Publisher};
+use crate::store::offsets::ENGINE_CONSUMER;
+use crate::store::{self, StoreError, offsets, warm};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -201,14 +202,14 @@ async fn warm_start(
     let topic = &cfg.kafka.topics.raw_prices.name;
     ctx.cache.clear();
     let client = store::client(&ctx.pool, &cfg.postgres).await?;
-    let listings = offsets::load_cache(&client, &ctx.cache).await?;
+    let listings = warm::listing_states(&client, |key, state| ctx.cache.load(key, state)).await?;
     let stored = offsets::load(&client, ENGINE_CONSUMER, topic).await?;
     tracing::info!(
         listings,
         partitions = stored.len(),
         "warm start: price cache loaded"
     );
-    let (windows, rows) = store::windows::resume(
+    let (windows, rows) = crate::pipeline::detect::windows::resume(
         &client,
         &cfg.windows,
         cfg.instance as i32,

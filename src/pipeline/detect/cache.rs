@@ -9,16 +9,8 @@
 use compact_str::CompactString;
 use dashmap::{DashMap, SharedValue};
 
+pub use crate::model::ListingState;
 use crate::model::{Change, ChangeKind};
-
-/// What the cache remembers of one listing (24 bytes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListingState {
-    pub last_price: i64,
-    pub lowest_price: i64,
-    /// Event time of the last observation, milliseconds since the epoch.
-    pub last_seen_ms: i64,
-}
 
 /// aHash instead of SipHash: lookups are the hot path. Keys are `CompactString`s, which keep
 /// keys up to 24 bytes inline: no heap allocation per listing, and one cache miss less per

@@ -22,13 +22,13 @@ use rskafka::client::partition::{OffsetAt, PartitionClient};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::dlq::{Dlq, DlqRecord};
 use super::parse::Parser;
 use crate::backoff::Backoff;
 use crate::config::{KafkaConfig, OffsetReset};
+use crate::kafka::dlq::{Dlq, DlqRecord};
 use crate::kafka::{self, Fetch, KafkaError};
 use crate::metrics::Metrics;
-use crate::runtime::messages::{InRecord, IngestBatch};
+use crate::pipeline::messages::{InRecord, IngestBatch};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -20,21 +20,11 @@ use tokio_postgres::Transaction;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
-use super::StoreError;
 use crate::model::Alert;
-use crate::runtime::messages::Processed;
-
-/// Name under which the engine's raw_prices offsets are stored in `kafka_offsets`.
-pub const ENGINE_CONSUMER: &str = "engine";
-
-pub fn dollars(cents: i64) -> Decimal {
-    Decimal::new(cents, 2)
-}
-
-/// Decimal dollars back to cents (values written by ConScope have two decimals).
-pub fn cents_of(d: Decimal) -> i64 {
-    (d * Decimal::ONE_HUNDRED).round().try_into().unwrap_or(i64::MAX)
-}
+use crate::model::money::dollars;
+use crate::pipeline::messages::Processed;
+use crate::store::StoreError;
+use crate::store::offsets::{ENGINE_CONSUMER, store_offsets};
 
 /// Write one batch and its offsets in `tx` (the caller commits).
 pub async fn write_batch(
@@ -259,7 +249,7 @@ async fn copy_history(tx: &Transaction<'_>, records: &[Processed]) -> Result<(),
 /// A row whose `last_seen` is older than the stored one (a replay of old history beside the
 /// engine, or another writer that saw the listing later) moves neither the price nor the lowest
 /// price; it still adds its observations and may move `first_seen` earlier. The same rule as the
-/// price cache's ([`crate::detect::PriceCache::observe`]), so live state never rewinds.
+/// price cache's ([`crate::pipeline::detect::PriceCache::observe`]), so live state never rewinds.
 pub async fn upsert_listing_states(tx: &Transaction<'_>, states: &ListingStates) -> Result<(), StoreError> {
     if states.is_empty() {
         return Ok(());
@@ -409,41 +399,16 @@ pub async fn insert_alert_rows(tx: &Transaction<'_>, a: &AlertRows) -> Result<()
     Ok(())
 }
 
-/// `next_offset = GREATEST(next_offset, $n)`: offsets never move backwards.
-pub async fn store_offsets(
-    tx: &Transaction<'_>,
-    consumer: &str,
-    topic: &str,
-    offsets: &BTreeMap<i32, i64>,
-) -> Result<(), StoreError> {
-    if offsets.is_empty() {
-        return Ok(());
-    }
-    let partitions: Vec<i32> = offsets.keys().copied().collect();
-    let next: Vec<i64> = offsets.values().copied().collect();
-    tx.execute(
-        "INSERT INTO kafka_offsets (consumer, topic, \"partition\", next_offset)
-         SELECT $1, $2, p, n FROM UNNEST($3::int4[], $4::int8[]) AS t (p, n)
-         ON CONFLICT (consumer, topic, \"partition\") DO UPDATE
-            SET next_offset = GREATEST(kafka_offsets.next_offset, EXCLUDED.next_offset),
-                updated_at = now()",
-        &[&consumer, &topic, &partitions, &next],
-    )
-    .await
-    .map_err(StoreError::query("store kafka_offsets"))?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
     use super::*;
     use crate::config::DetectConfig;
-    use crate::detect::stage::Detector;
-    use crate::detect::{PriceCache, Rules};
-    use crate::ingest::parse::Parser;
-    use crate::runtime::messages::InRecord;
+    use crate::pipeline::detect::stage::Detector;
+    use crate::pipeline::detect::{PriceCache, Rules};
+    use crate::pipeline::ingest::parse::Parser;
+    use crate::pipeline::messages::InRecord;
 
     fn detected(detector: &Detector, lines: &[(&str, f64, &str)]) -> Vec<Processed> {
         let mut parser = Parser::new();

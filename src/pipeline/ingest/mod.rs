@@ -2,7 +2,6 @@
 //! offset, parses them ([`parse`]), sends the bad ones to the DLQ ([`dlq`]) and hands the good
 //! ones on to detect in batches ([`reader`]).
 
-pub mod dlq;
 pub mod parse;
 pub mod reader;
 
