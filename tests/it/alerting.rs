@@ -9,6 +9,7 @@ mod fake;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::fake_http::Seen;
 use conscope::alert::rules::Trigger;
 use conscope::alert::watch::{self, NewWatch};
 use conscope::config::{BackoffConfig, Config, NotifierConfig, NotifierKind, RateLimit, Secret};
@@ -204,7 +205,7 @@ fn assert_each_once(fake: &Fake, ids: &[String], what: &str) {
 
 /// The most requests the server saw within any window of `window`.
 fn max_in_window(fake: &Fake, window: Duration) -> usize {
-    let times: Vec<Instant> = fake.hits().iter().map(|h| h.at).collect();
+    let times: Vec<Instant> = fake.seen().iter().map(|h| h.at).collect();
     times
         .iter()
         .map(|t| times.iter().filter(|u| **u >= *t && **u < *t + window).count())
@@ -256,7 +257,7 @@ async fn default_rule_alerts_reach_discord_slack_and_a_webhook_exactly_once() {
     assert_each_once(&slack, &ids, "slack");
     assert_each_once(&hook, &ids, "webhook");
 
-    let discord_hits = discord.hits();
+    let discord_hits = discord.seen();
     assert!(
         discord_hits
             .iter()
@@ -267,7 +268,7 @@ async fn default_rule_alerts_reach_discord_slack_and_a_webhook_exactly_once() {
         "alerts are coalesced: {} messages",
         discord_hits.len()
     );
-    assert!(discord_hits.iter().all(|h| h.alert_ids.len() <= 10));
+    assert!(discord_hits.iter().all(|h| discord.alert_ids(h).len() <= 10));
     let first = &discord_hits[0].body["embeds"][0];
     assert_eq!(first["title"], "Price drop: Show E1 — Test Arena");
     assert_eq!(first["description"], "Sec 112 · Row F · Seat 7 (mock)");
@@ -302,18 +303,18 @@ async fn default_rule_alerts_reach_discord_slack_and_a_webhook_exactly_once() {
             .is_some_and(|t| t.contains("rule: default (drop ≥ 10% and ≥ $5.00)"))
     );
 
-    for h in hook.hits() {
+    for h in hook.seen() {
         assert_eq!(h.headers["authorization"], "Bearer hook-token");
         assert_eq!(
             h.headers["idempotency-key"].to_str().ok(),
-            Some(h.alert_ids[0].as_str())
+            Some(hook.alert_ids(&h)[0].as_str())
         );
         assert_eq!(h.body["rule"], "default");
         assert_eq!(h.body["new_price"], 80.0);
     }
     assert!(
         slack
-            .hits()
+            .seen()
             .iter()
             .all(|h| h.body["blocks"].as_array().is_some_and(|b| b.len() <= 50))
     );
@@ -438,7 +439,7 @@ async fn each_watch_trigger_fires_when_it_should_and_re_arms() {
     run.stop().await;
 
     let mut fired: BTreeMap<String, usize> = BTreeMap::new();
-    for h in hook.hits() {
+    for h in hook.seen() {
         *fired
             .entry(h.body["rule"].as_str().unwrap_or("").to_string())
             .or_default() += 1;
@@ -453,7 +454,7 @@ async fn each_watch_trigger_fires_when_it_should_and_re_arms() {
     }
     assert!(hook.delivered().values().all(|n| *n == 1));
     let below = hook
-        .hits()
+        .seen()
         .into_iter()
         .find(|h| h.body["rule"] == format!("watch:{}", ids["below_notify"]))
         .expect("below_notify fired");
@@ -525,14 +526,14 @@ async fn rate_limits_and_rate_limit_headers_hold_at_the_server() {
         max_in_window(&hook, Duration::from_secs(1)) <= 3,
         "at most 3 a second at the server"
     );
-    let hits = hook.hits();
+    let hits = hook.seen();
     let span = hits[hits.len() - 1].at - hits[0].at;
     assert!(
         span >= Duration::from_secs(4),
         "13 requests at 3 a second take over 4 s: {span:?}"
     );
 
-    let same_link = |h: &fake::Hit| {
+    let same_link = |h: &Seen| {
         h.body["embeds"]
             .as_array()
             .into_iter()
@@ -540,13 +541,13 @@ async fn rate_limits_and_rate_limit_headers_hold_at_the_server() {
             .filter(|e| e["url"] == "https://tickets.example/same")
             .count()
     };
-    let per_message: Vec<usize> = discord.hits().iter().map(same_link).filter(|n| *n > 0).collect();
+    let per_message: Vec<usize> = discord.seen().iter().map(same_link).filter(|n| *n > 0).collect();
     assert_eq!(
         per_message,
         vec![1; 4],
         "four alerts with one link go in four messages"
     );
-    let all: Vec<Instant> = discord.hits().iter().map(|h| h.at).collect();
+    let all: Vec<Instant> = discord.seen().iter().map(|h| h.at).collect();
     for pair in all.windows(2) {
         assert!(
             pair[1] - pair[0] >= Duration::from_millis(780),
@@ -597,7 +598,7 @@ async fn a_429_storm_and_5xx_bursts_end_with_everything_delivered_once() {
     assert_each_once(&discord, &ids, "discord after a 429 storm");
     assert_each_once(&slack, &ids, "slack after a 5xx burst");
     assert_each_once(&hook, &ids, "webhook after 5xx and 429 mixed");
-    assert!(discord.hits().iter().filter(|h| h.status == 429).count() == 6);
+    assert!(discord.seen().iter().filter(|h| h.status == 429).count() == 6);
     assert!(
         db.count("SELECT count(*) FROM alert_deliveries WHERE channel = 'slack' AND attempts > 1")
             .await
@@ -632,7 +633,7 @@ async fn oversized_alerts_are_cut_to_discord_limits_and_delivered() {
     let run = InProcess::start(&cfg);
     discord.wait_delivered(12, Duration::from_secs(60)).await;
     run.stop().await;
-    let hits = discord.hits();
+    let hits = discord.seen();
     assert!(
         hits.iter().all(|h| h.status == 200),
         "Discord never refused a message"
@@ -733,12 +734,12 @@ async fn watch_cli_adds_lists_tests_and_removes_and_a_404_test_fails() {
         !err.contains("tok-discord-secret") && err.contains("/<redacted>"),
         "{err}"
     );
-    assert_eq!(gone.hits().len(), 1);
+    assert_eq!(gone.seen().len(), 1);
 
     let (code, out, err) = cli(args(&format!("test {team_id}"))).await.expect("join");
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("HTTP 200"), "{out}");
-    let hit = &slack.hits()[0];
+    let hit = &slack.seen()[0];
     assert!(
         hit.body["blocks"][0]["text"]["text"]
             .as_str()

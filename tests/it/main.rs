@@ -1,6 +1,7 @@
 //! Integration tests against the real broker and a real PostgreSQL (one test binary, many
 //! modules, to keep link times down). Start them with `scripts/test.sh`.
 
+mod fake_http;
 mod harness;
 
 mod alerting;

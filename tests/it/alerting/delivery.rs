@@ -67,7 +67,7 @@ async fn five_xx_past_eight_attempts_keeps_the_delivery_pending_until_the_server
     let run = InProcess::start(&cfg);
 
     wait_until("ten failed attempts", Duration::from_secs(60), async || {
-        hook.hits().len() >= 10
+        hook.seen().len() >= 10
     })
     .await;
     assert_eq!(
@@ -91,7 +91,7 @@ async fn five_xx_past_eight_attempts_keeps_the_delivery_pending_until_the_server
         12.0
     );
     run.stop().await;
-    let statuses: Vec<u16> = hook.hits().iter().map(|h| h.status).collect();
+    let statuses: Vec<u16> = hook.seen().iter().map(|h| h.status).collect();
     assert_eq!(statuses.len(), 13, "{statuses:?}");
     assert!(statuses[..12].iter().all(|s| *s == 503) && statuses[12] == 204);
     assert_each_once(&hook, &default_alert_ids(&db).await, "after twelve 503s");
@@ -124,7 +124,7 @@ async fn a_timeout_after_the_notifier_took_the_message_is_retried_and_counted_as
     );
     run.stop().await;
     let ids = default_alert_ids(&db).await;
-    assert_eq!(hook.held(), vec![ids.clone()]);
+    assert_eq!(hook.held_alert_ids(), vec![ids.clone()]);
     assert_eq!(
         hook.delivered(),
         BTreeMap::from([(ids[0].clone(), 2)]),
@@ -225,13 +225,13 @@ async fn a_404_disables_a_channel_only_when_it_persists_and_its_deliveries_wait(
     produce(&cfg, drops("T", 2)).await;
     let run = InProcess::start(&cfg);
     gone.wait_delivered(2, Duration::from_secs(60)).await;
-    assert_eq!(gone.hits().iter().filter(|h| h.status == 404).count(), 4);
+    assert_eq!(gone.seen().iter().filter(|h| h.status == 404).count(), 4);
     assert_eq!(db.count("SELECT count(*) FROM notifier_state").await, 0);
 
     // A 404 that persists: the channel is disabled after three over at least two seconds; its
     // deliveries stay pending (waiting), never failed, while Slack carries on.
     gone.set_default(Reply::Status(404));
-    let before = gone.hits().len();
+    let before = gone.seen().len();
     produce(&cfg, drops("P", 3)).await;
     slack.wait_delivered(5, Duration::from_secs(60)).await;
     wait_for(
@@ -241,7 +241,7 @@ async fn a_404_disables_a_channel_only_when_it_persists_and_its_deliveries_wait(
         Duration::from_secs(30),
     )
     .await;
-    let refused: Vec<Instant> = gone.hits()[before..].iter().map(|h| h.at).collect();
+    let refused: Vec<Instant> = gone.seen()[before..].iter().map(|h| h.at).collect();
     assert!(refused.len() >= 3, "{} 404s", refused.len());
     assert!(
         refused[refused.len() - 1] - refused[0] >= Duration::from_secs(2),
@@ -258,7 +258,7 @@ async fn a_404_disables_a_channel_only_when_it_persists_and_its_deliveries_wait(
 
     // Disabled, it sends nothing more; new alerts wait too (Slack got them first: the
     // evaluation happened).
-    let refused_total = gone.hits().len();
+    let refused_total = gone.seen().len();
     produce(&cfg, drops("Q", 1)).await;
     slack.wait_delivered(6, Duration::from_secs(60)).await;
     wait_for(&db, &gone_rows("pending"), 4, Duration::from_secs(10)).await;
@@ -270,7 +270,7 @@ async fn a_404_disables_a_channel_only_when_it_persists_and_its_deliveries_wait(
     assert!(rows.iter().any(|r| r[7].contains("HTTP 404")), "{out}");
     assert!(!out.contains("tok-discord-secret"), "{out}");
     assert_eq!(
-        gone.hits().len(),
+        gone.seen().len(),
         refused_total,
         "a disabled channel sends nothing"
     );
@@ -320,7 +320,7 @@ async fn slack_messages_escape_every_record_text_and_url() {
     let run = InProcess::start(&cfg);
     slack.wait_delivered(1, Duration::from_secs(60)).await;
     run.stop().await;
-    let body = slack.hits()[0].body.to_string();
+    let body = slack.seen()[0].body.to_string();
     for mention in ["<!channel>", "<!here>", "<@U123>", "<#C1>"] {
         assert!(!body.contains(mention), "{mention} reached Slack: {body}");
     }
@@ -370,7 +370,7 @@ async fn sigkill_inside_the_duplicate_window_repeats_at_most_that_alert_and_lose
     .await;
     first.kill9();
     hook.release();
-    let held = hook.held()[0].clone();
+    let held = hook.held_alert_ids()[0].clone();
     assert_eq!(held.len(), 1, "a webhook request carries one alert");
     let window_id = held[0].clone();
     let delivered_at_kill = hook.delivered().len();

@@ -1,24 +1,20 @@
-//! Local HTTP servers that behave like a Discord webhook, a Slack incoming webhook and a generic
-//! JSON endpoint: they check what Discord checks (embed limits, `?wait=true`), answer as scripted
-//! (2xx, 429 with `retry_after`, 5xx, 404, rate-limit headers) and record every request with the
-//! alert ids it carried, so tests count deliveries per alert id as the server saw them.
+//! Fake notifiers on the shared fake server: a Discord webhook, a Slack incoming webhook and a
+//! generic JSON endpoint. They check what Discord checks (embed limits), answer as scripted
+//! (2xx, 429 with `retry_after`, 5xx, 404, rate-limit headers) and read the alert ids each
+//! request carried, so tests count deliveries per alert id as the server saw them.
 //!
-//! `hold_next` makes the server take the next request (recorded as accepted, as a real
-//! notifier posts a message before answering) and hold its answer until `release`: a test can
-//! kill ConScope exactly between the notifier accepting a message and ConScope recording it.
+//! `hold_next` (from the shared server) takes the next request, records it as accepted, as a
+//! real notifier posts a message before answering, and holds its answer until `release`: a test
+//! can kill ConScope exactly between the notifier accepting a message and ConScope recording it.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Deref;
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::http::Method;
 use serde_json::{Value, json};
+
+use crate::fake_http::{Answer, FakeHttp, Seen};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -27,7 +23,7 @@ pub enum Kind {
     Webhook,
 }
 
-/// One scripted answer.
+/// One scripted answer; the kind of notifier gives it its shape.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
     Ok,
@@ -38,105 +34,54 @@ pub enum Reply {
     OkButExhausted(f64),
 }
 
-/// One request as the server saw it.
-#[derive(Debug, Clone)]
-pub struct Hit {
-    pub at: Instant,
-    pub status: u16,
-    pub alert_ids: Vec<String>,
-    pub body: Value,
-    pub headers: HeaderMap,
-    pub query: BTreeMap<String, String>,
-}
-
-struct Inner {
-    kind: Kind,
-    /// Requests still to hold before answering.
-    to_hold: Mutex<u32>,
-    /// Alert ids of the requests taken and held so far.
-    held: Mutex<Vec<Vec<String>>>,
-    /// Answers held wait for a permit.
-    release: tokio::sync::Semaphore,
-    script: Mutex<VecDeque<Reply>>,
-    default: Mutex<Reply>,
-    hits: Mutex<Vec<Hit>>,
-}
-
+/// A running fake notifier; scripts, holds and the request log come from [`FakeHttp`].
 #[derive(Clone)]
 pub struct Fake {
-    inner: Arc<Inner>,
-    pub addr: SocketAddr,
+    kind: Kind,
+    http: FakeHttp<Reply>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+impl Deref for Fake {
+    type Target = FakeHttp<Reply>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.http
+    }
 }
 
 impl Fake {
+    /// Answer every request with [`Reply::Ok`] until scripted otherwise.
     pub async fn start(kind: Kind) -> Self {
-        let inner = Arc::new(Inner {
-            kind,
-            to_hold: Mutex::new(0),
-            held: Mutex::default(),
-            release: tokio::sync::Semaphore::new(0),
-            script: Mutex::default(),
-            default: Mutex::new(Reply::Ok),
-            hits: Mutex::default(),
-        });
-        let app = Router::new()
-            .route("/{*path}", post(handle))
-            .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Self { inner, addr }
+        let http = FakeHttp::serve(vec![Reply::Ok], move |reply, seen| answer(kind, reply, seen)).await;
+        Self { kind, http }
     }
 
     /// The webhook URL, with a token in its path like the real ones.
     pub fn url(&self) -> String {
-        match self.inner.kind {
-            Kind::Discord => format!("http://{}/api/webhooks/42/tok-discord-secret", self.addr),
-            Kind::Slack => format!("http://{}/services/T0/B0/tok-slack-secret", self.addr),
-            Kind::Webhook => format!("http://{}/hooks/tok-webhook-secret", self.addr),
-        }
+        let path = match self.kind {
+            Kind::Discord => "/api/webhooks/42/tok-discord-secret",
+            Kind::Slack => "/services/T0/B0/tok-slack-secret",
+            Kind::Webhook => "/hooks/tok-webhook-secret",
+        };
+        format!("{}{path}", self.base_url)
     }
 
-    /// Answer the next requests with `replies`, in order, then with the default.
-    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
-        lock(&self.inner.script).extend(replies);
-    }
-
-    pub fn set_default(&self, reply: Reply) {
-        *lock(&self.inner.default) = reply;
-    }
-
-    /// Take the next request, record it as accepted, and hold its answer until [`Self::release`].
-    pub fn hold_next(&self) {
-        *lock(&self.inner.to_hold) += 1;
+    /// The alert ids a request carried.
+    pub fn alert_ids(&self, seen: &Seen) -> Vec<String> {
+        alert_ids(self.kind, &seen.body)
     }
 
     /// The alert ids of every request taken and held so far.
-    pub fn held(&self) -> Vec<Vec<String>> {
-        lock(&self.inner.held).clone()
-    }
-
-    /// Let every held answer go.
-    pub fn release(&self) {
-        self.inner.release.add_permits(1024);
-    }
-
-    pub fn hits(&self) -> Vec<Hit> {
-        lock(&self.inner.hits).clone()
+    pub fn held_alert_ids(&self) -> Vec<Vec<String>> {
+        self.held().iter().map(|s| self.alert_ids(s)).collect()
     }
 
     /// How many times each alert id arrived in a request the server accepted (2xx).
     pub fn delivered(&self) -> BTreeMap<String, usize> {
         let mut out = BTreeMap::new();
-        for h in self.hits().iter().filter(|h| (200..300).contains(&h.status)) {
-            for id in &h.alert_ids {
-                *out.entry(id.clone()).or_insert(0) += 1;
+        for s in self.seen().iter().filter(|s| (200..300).contains(&s.status)) {
+            for id in self.alert_ids(s) {
+                *out.entry(id).or_insert(0) += 1;
             }
         }
         out
@@ -148,11 +93,11 @@ impl Fake {
         while self.delivered().len() < n {
             assert!(
                 started.elapsed() < within,
-                "{} of {n} alerts delivered within {within:?}; hits: {:?}",
+                "{} of {n} alerts delivered within {within:?}; requests: {:?}",
                 self.delivered().len(),
-                self.hits()
+                self.seen()
                     .iter()
-                    .map(|h| (h.status, h.alert_ids.len()))
+                    .map(|s| (s.status, self.alert_ids(s).len()))
                     .collect::<Vec<_>>()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -176,7 +121,7 @@ pub fn discord_violation(body: &Value) -> Option<String> {
         return Some("content over 2000".into());
     }
     let mut total = 0;
-    let mut urls = std::collections::HashSet::new();
+    let mut urls = HashSet::new();
     for e in embeds {
         for (key, max) in [("title", 256), ("description", 4096)] {
             if c(&e[key]) > max {
@@ -232,73 +177,35 @@ fn alert_ids(kind: Kind, body: &Value) -> Vec<String> {
     }
 }
 
-async fn handle(
-    State(inner): State<Arc<Inner>>,
-    Query(query): Query<BTreeMap<String, String>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let at = Instant::now();
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let scripted = lock(&inner.script).pop_front();
-    let reply = scripted.unwrap_or_else(|| lock(&inner.default).clone());
-    let mut extra: Vec<(&str, String)> = Vec::new();
-    let (status, answer) = match reply {
-        _ if inner.kind == Kind::Discord && discord_violation(&body).is_some() => (
+/// What `kind` answers `reply` to a request: a webhook takes only POST, and Discord refuses a
+/// message over its limits before anything else.
+fn answer(kind: Kind, reply: Reply, seen: &Seen) -> Answer {
+    if seen.method != Method::POST {
+        return Answer::empty(405);
+    }
+    if kind == Kind::Discord
+        && let Some(why) = discord_violation(&seen.body)
+    {
+        return Answer::json(
             400,
-            json!({"message": "Invalid Form Body", "code": 50035,
-                   "errors": discord_violation(&body)}),
-        ),
-        Reply::Ok | Reply::OkButExhausted(_) => {
-            if let Reply::OkButExhausted(reset) = reply {
-                extra.push(("x-ratelimit-remaining", "0".into()));
-                extra.push(("x-ratelimit-reset-after", format!("{reset}")));
-            }
-            match inner.kind {
-                Kind::Discord => (200, json!({"id": "1", "embeds": body["embeds"]})),
-                Kind::Slack => (200, Value::String("ok".into())),
-                Kind::Webhook => (204, Value::Null),
-            }
-        }
-        Reply::TooMany(secs) => {
-            extra.push(("retry-after", format!("{}", secs.ceil() as u64)));
-            (
-                429,
-                json!({"message": "You are being rate limited.", "retry_after": secs, "global": false}),
-            )
-        }
-        Reply::Status(404) => (404, json!({"message": "Unknown Webhook", "code": 10015})),
-        Reply::Status(s) => (s, json!({"message": format!("status {s}")})),
-    };
-    let ids = alert_ids(inner.kind, &body);
-    lock(&inner.hits).push(Hit {
-        at,
-        status,
-        alert_ids: ids.clone(),
-        body,
-        headers,
-        query,
-    });
-    let hold = {
-        let mut n = lock(&inner.to_hold);
-        let hold = *n > 0;
-        *n = n.saturating_sub(1);
-        hold
-    };
-    if hold {
-        lock(&inner.held).push(ids);
-        let _ = inner.release.acquire().await;
+            json!({"message": "Invalid Form Body", "code": 50035, "errors": why}),
+        );
     }
-    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = match answer {
-        Value::Null => code.into_response(),
-        Value::String(s) => (code, s).into_response(),
-        v => (code, axum::Json(v)).into_response(),
-    };
-    for (k, v) in extra {
-        if let Ok(v) = v.parse() {
-            resp.headers_mut().insert(k, v);
-        }
+    match reply {
+        Reply::Ok => match kind {
+            Kind::Discord => Answer::json(200, json!({"id": "1", "embeds": seen.body["embeds"]})),
+            Kind::Slack => Answer::text(200, "ok"),
+            Kind::Webhook => Answer::empty(204),
+        },
+        Reply::OkButExhausted(reset) => answer(kind, Reply::Ok, seen)
+            .header("x-ratelimit-remaining", 0)
+            .header("x-ratelimit-reset-after", reset),
+        Reply::TooMany(secs) => Answer::json(
+            429,
+            json!({"message": "You are being rate limited.", "retry_after": secs, "global": false}),
+        )
+        .header("retry-after", secs.ceil() as u64),
+        Reply::Status(404) => Answer::json(404, json!({"message": "Unknown Webhook", "code": 10015})),
+        Reply::Status(s) => Answer::json(s, json!({"message": format!("status {s}")})),
     }
-    resp
 }

@@ -9,8 +9,9 @@ use conscope::kafka;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::fake_api::{Canned, FakeApi};
+use super::fake_api::FakeApi;
 use super::seatgeek;
+use crate::fake_http::Answer;
 use crate::harness::{self, Running, TestDb};
 
 /// Poll `sql` (a count) until it reaches `at_least`, or fail after `within`.
@@ -35,7 +36,7 @@ async fn conscope_run_polls_seatgeek_into_the_engine_while_a_refused_ticketmaste
 {
     let db = TestDb::migrated().await.expect("db");
     let mut cfg = harness::config(&db, 2);
-    let sg_api = FakeApi::start(vec![Canned::json(
+    let sg_api = FakeApi::start(vec![Answer::json(
         200,
         seatgeek::page(
             vec![
@@ -48,7 +49,7 @@ async fn conscope_run_polls_seatgeek_into_the_engine_while_a_refused_ticketmaste
         ),
     )])
     .await;
-    let tm_api = FakeApi::start(vec![Canned::json(
+    let tm_api = FakeApi::start(vec![Answer::json(
         401,
         json!({"fault": {"faultstring": "Invalid ApiKey", "detail": {"errorcode": "oauth.v2.InvalidApiKey"}}}),
     )])

@@ -8,7 +8,8 @@ use conscope::sources::poll::Poller;
 use conscope::sources::seatgeek::SeatGeek;
 use serde_json::{Value, json};
 
-use super::fake_api::{Canned, FakeApi};
+use super::fake_api::FakeApi;
+use crate::fake_http::Answer;
 
 const CLIENT_ID: &str = "sg-client-id-0123";
 const CLIENT_SECRET: &str = "sg-client-secret-4567";
@@ -54,8 +55,8 @@ pub fn config(api: &FakeApi) -> SeatGeekConfig {
     }
 }
 
-fn ok_page() -> Canned {
-    Canned::json(200, page(vec![event(1, full_stats())], 1, 1, 2))
+fn ok_page() -> Answer {
+    Answer::json(200, page(vec![event(1, full_stats())], 1, 1, 2))
 }
 
 fn assert_no_secret(text: &str) {
@@ -70,11 +71,11 @@ async fn seatgeek_pages_until_meta_total_and_skips_null_and_missing_stats() {
     let mut no_stats = event(3, Value::Null);
     no_stats.as_object_mut().expect("object").remove("stats");
     let script = vec![
-        Canned::json(
+        Answer::json(
             200,
             page(vec![event(1, full_stats()), event(2, Value::Null)], 3, 1, 2),
         ),
-        Canned::json(200, page(vec![no_stats], 3, 2, 2)),
+        Answer::json(200, page(vec![no_stats], 3, 2, 2)),
     ];
     let api = FakeApi::start(script.clone()).await;
     let poller = SeatGeek::new(&config(&api)).expect("client");
@@ -133,7 +134,7 @@ async fn seatgeek_pages_until_meta_total_and_skips_null_and_missing_stats() {
 #[tokio::test]
 async fn seatgeek_waits_out_429_for_its_retry_after() {
     let api = FakeApi::start(vec![
-        Canned::json(429, json!({"status": 429, "message": "slow down"})).header("retry-after", 1),
+        Answer::json(429, json!({"status": 429, "message": "slow down"})).header("retry-after", 1),
         ok_page(),
     ])
     .await;
@@ -155,8 +156,8 @@ async fn seatgeek_waits_out_429_for_its_retry_after() {
 #[tokio::test]
 async fn seatgeek_retries_500_and_403_with_the_backoff() {
     let api = FakeApi::start(vec![
-        Canned::json(500, "{}"),
-        Canned::json(403, json!({"message": "forbidden"})),
+        Answer::json(500, "{}"),
+        Answer::json(403, json!({"message": "forbidden"})),
         ok_page(),
     ])
     .await;
@@ -196,7 +197,7 @@ async fn seatgeek_answer_slower_than_the_timeout_is_abandoned_and_retried() {
 
 #[tokio::test]
 async fn seatgeek_gives_up_at_the_backoff_deadline_without_showing_credentials() {
-    let api = FakeApi::start(vec![Canned::json(
+    let api = FakeApi::start(vec![Answer::json(
         503,
         format!("upstream rejected client_id={CLIENT_ID}"),
     )])
@@ -218,7 +219,7 @@ async fn seatgeek_gives_up_at_the_backoff_deadline_without_showing_credentials()
 
 #[tokio::test]
 async fn seatgeek_malformed_json_fails_the_poll_once() {
-    let api = FakeApi::start(vec![Canned::json(200, "{\"events\": [{\"id\": 1,")]).await;
+    let api = FakeApi::start(vec![Answer::json(200, "{\"events\": [{\"id\": 1,")]).await;
     let err = SeatGeek::new(&config(&api))
         .expect("client")
         .poll_once()
@@ -231,7 +232,7 @@ async fn seatgeek_malformed_json_fails_the_poll_once() {
 
 #[tokio::test]
 async fn seatgeek_refused_client_id_is_fatal_and_named() {
-    let api = FakeApi::start(vec![Canned::json(401, json!({"message": "invalid client_id"}))]).await;
+    let api = FakeApi::start(vec![Answer::json(401, json!({"message": "invalid client_id"}))]).await;
     let err = SeatGeek::new(&config(&api))
         .expect("client")
         .poll_once()

@@ -8,7 +8,8 @@ use conscope::sources::poll::Poller;
 use conscope::sources::ticketmaster::Ticketmaster;
 use serde_json::{Value, json};
 
-use super::fake_api::{Canned, FakeApi};
+use super::fake_api::FakeApi;
+use crate::fake_http::Answer;
 
 const API_KEY: &str = "tm-api-key-89ab";
 
@@ -55,8 +56,8 @@ fn config(api: &FakeApi) -> TicketmasterConfig {
     }
 }
 
-fn ok_page() -> Canned {
-    Canned::json(200, page(vec![event("A1", standard())], 0, 1))
+fn ok_page() -> Answer {
+    Answer::json(200, page(vec![event("A1", standard())], 0, 1))
 }
 
 fn now_ms() -> i64 {
@@ -66,8 +67,8 @@ fn now_ms() -> i64 {
 #[tokio::test]
 async fn ticketmaster_pages_from_zero_and_skips_events_without_price_ranges() {
     let api = FakeApi::start(vec![
-        Canned::json(200, page(vec![event("A1", standard()), event("B2", None)], 0, 2)),
-        Canned::json(
+        Answer::json(200, page(vec![event("A1", standard()), event("B2", None)], 0, 2)),
+        Answer::json(
             200,
             page(
                 vec![event(
@@ -120,7 +121,7 @@ async fn ticketmaster_pages_from_zero_and_skips_events_without_price_ranges() {
 #[tokio::test]
 async fn ticketmaster_stops_paging_at_the_deep_paging_limit() {
     // Every page claims 50 pages; with size 200 only pages 0..=4 are below 1000 items.
-    let api = FakeApi::start(vec![Canned::json(
+    let api = FakeApi::start(vec![Answer::json(
         200,
         json!({"_embedded": {"events": [event("A1", standard())]},
                "page": {"size": 200, "totalElements": 10000, "totalPages": 50, "number": 0}}),
@@ -153,7 +154,7 @@ async fn ticketmaster_quota_violation_waits_until_the_reset() {
     let violation = json!({"fault": {"faultstring": "Rate limit quota violation. Quota limit exceeded.",
                                      "detail": {"errorcode": "policies.ratelimit.QuotaViolation"}}});
     let api = FakeApi::start(vec![
-        Canned::json(429, violation)
+        Answer::json(429, violation)
             .header("rate-limit", 5000)
             .header("rate-limit-available", 0)
             .header("rate-limit-over", 1)
@@ -177,9 +178,9 @@ async fn ticketmaster_quota_violation_waits_until_the_reset() {
 #[tokio::test]
 async fn ticketmaster_429_with_retry_after_and_500_are_retried() {
     let api = FakeApi::start(vec![
-        Canned::json(429, json!({"fault": {"faultstring": "Spike arrest violation"}}))
+        Answer::json(429, json!({"fault": {"faultstring": "Spike arrest violation"}}))
             .header("retry-after", 1),
-        Canned::json(500, "{}"),
+        Answer::json(500, "{}"),
         ok_page(),
     ])
     .await;
@@ -239,7 +240,7 @@ async fn ticketmaster_calls_keep_to_the_per_second_budget() {
 async fn ticketmaster_slow_answer_times_out_and_malformed_json_fails() {
     let api = FakeApi::start(vec![
         ok_page().slow(Duration::from_secs(5)),
-        Canned::json(200, "<html>not json</html>"),
+        Answer::json(200, "<html>not json</html>"),
     ])
     .await;
     let mut cfg = config(&api);
@@ -255,7 +256,7 @@ async fn ticketmaster_slow_answer_times_out_and_malformed_json_fails() {
 
 #[tokio::test]
 async fn ticketmaster_invalid_api_key_is_fatal_without_retry() {
-    let api = FakeApi::start(vec![Canned::json(
+    let api = FakeApi::start(vec![Answer::json(
         401,
         json!({"fault": {"faultstring": "Invalid ApiKey", "detail": {"errorcode": "oauth.v2.InvalidApiKey"}}}),
     )])
