@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # test.sh — ConScope's full test run, also on a fresh machine: install what is missing (Tansu,
-# PostgreSQL 15, Chromium for the dashboard browser test), check formatting (`cargo fmt --check`)
+# PostgreSQL 15, Chromium for the dashboard browser test), check formatting (`cargo fmt --all --check`)
 # and lints (`cargo clippy -D warnings`), start the local broker and Postgres, then run every test
 # target against them.
 #
@@ -97,14 +97,14 @@ if [[ $CONSCOPE_BROWSER_TESTS == 1 ]]; then
 fi
 
 # The contributor checks are gates: formatting and lints fail the run before any test starts.
-section "cargo fmt --check"
-if ! cargo fmt --check; then
+section "cargo fmt --all --check"
+if ! cargo fmt --all --check; then
   printf 'error: the code is not formatted; run `cargo fmt` and commit the result\n' >&2
   exit 1
 fi
 
-section "cargo clippy --all-targets --locked -- -D warnings"
-if ! cargo clippy --all-targets --locked -- -D warnings; then
+section "cargo clippy --workspace --all-targets --locked -- -D warnings"
+if ! cargo clippy --workspace --all-targets --locked -- -D warnings; then
   printf 'error: clippy found warnings (denied); fix them before the tests run\n' >&2
   exit 1
 fi
@@ -117,12 +117,12 @@ set -a
 . .local/env
 set +a
 
-section "cargo test --all-targets --locked${*:+ $*}"
+section "cargo test --workspace --all-targets --locked${*:+ $*}"
 if [[ ${CONSCOPE_SOAK:-0} == 1 ]]; then
   printf 'CONSCOPE_SOAK=1: soak tests enabled\n'
 fi
 rc=0
-cargo test --all-targets --locked "$@" || rc=$?
+cargo test --workspace --all-targets --locked "$@" || rc=$?
 
 section "Result"
 disk_report

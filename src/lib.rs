@@ -16,14 +16,17 @@
 //! - [`web`]: the dashboard, the JSON API, `/metrics` and `/health`.
 //! - [`runtime`]: `conscope run`: starts every part above under one supervisor.
 //! - [`replay`]: feeds a file of observations through the engine's detector and writer.
-//! - [`bench`]: the end-to-end benchmark (`docs/benchmarks.md`).
-//! - [`metrics`], [`backoff`], [`logging`], [`alloc`]: counters, retries and outages, log
-//!   setup, the allocator.
+//! - [`metrics`], [`backoff`], [`logging`], [`cli`], [`alloc`], [`usage`]: counters, retries
+//!   and outages, log setup and error chains, the binaries' exit codes, the allocator, CPU and
+//!   memory of a process.
+//!
+//! The end-to-end benchmark is its own workspace member, `tools/bench` (`conscope-bench`),
+//! built on this library (`docs/benchmarks.md`).
 
 pub mod alert;
 pub mod alloc;
 pub mod backoff;
-pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod kafka;
 pub mod logging;

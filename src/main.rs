@@ -6,10 +6,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use conscope::config::{Config, LogFormat};
+use conscope::config::Config;
 use conscope::kafka::{self, topics};
 use conscope::store::{self, migrate};
-use conscope::{logging, runtime, sources};
+use conscope::{cli, runtime, sources};
 use tokio_util::sync::CancellationToken;
 
 #[global_allocator]
@@ -69,10 +69,6 @@ enum Command {
         #[arg(long)]
         listings: Option<u32>,
     },
-    /// Measure ConScope end to end against the configured broker and Postgres, in a scratch
-    /// database and topic set (docs/benchmarks.md); `bench gen` writes a feed file, `bench cache`
-    /// measures the price cache.
-    Bench(conscope::bench::BenchArgs),
     /// Run JSON lines (FILE, or - for stdin with --name) through parse → detect → persist
     /// without Kafka; a re-run under the same name (by default the same file, unchanged)
     /// resumes after its last committed line.
@@ -88,49 +84,26 @@ enum TopicsAction {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match cli::parse::<Cli>() {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(code) => return code,
     };
-    let config = match Config::load(&cli.config) {
+    let config = match cli::load_config(&cli.config) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     if let Command::CheckConfig = cli.command {
         print!("{}", config.redacted_toml());
         eprintln!("configuration OK: {}", cli.config.display());
         return ExitCode::SUCCESS;
     }
-    let format = if cli.log_json {
-        LogFormat::Json
-    } else {
-        config.log.format
-    };
-    logging::init(format, &config.log.level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match cli::start(&config, cli.log_json) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(execute(cli.command, config)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => cli::failure(e.as_ref()),
     }
 }
 
@@ -182,9 +155,6 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
         } => simulate(config, events, rate, seed, listings).await?,
         Command::Watch { action } => conscope::alert::cli::run(action, &config).await?,
         Command::Alerts { action } => conscope::alert::admin::run(action, &config).await?,
-        Command::Bench(args) => conscope::bench::command(config, args)
-            .await
-            .context("conscope bench")?,
         Command::Replay(args) => conscope::replay::command(config, args)
             .await
             .context("conscope replay")?,

@@ -124,13 +124,6 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "config", "model", "backoff", "metrics", "kafka", "store", "pipeline", "usage",
         ],
     ),
-    (
-        "bench",
-        &[
-            "config", "model", "backoff", "metrics", "kafka", "store", "sources", "pipeline", "runtime",
-            "alloc", "usage",
-        ],
-    ),
 ];
 
 /// `src/a/b.rs` and `src/a/b/mod.rs` → `a::b`.

@@ -5,6 +5,7 @@
 
 pub mod feed;
 pub mod http;
+pub mod jsonl;
 pub mod poll;
 pub mod quota;
 pub mod seatgeek;

@@ -1,118 +1,22 @@
-//! `conscope bench` and `conscope replay` through the binary: the figures are present and agree
-//! with what the database holds, and a replayed file is never stored twice. No timing asserted.
+//! `conscope replay` through the binary: a replayed file is never stored twice, and its figures
+//! agree with what the database holds. No timing asserted.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use serde_json::Value;
 
-use crate::harness::{self, TestDb};
+use crate::harness::{self, TestDb, json_num, json_ok};
 
-fn ok(output: Output, what: &str) -> Value {
-    assert!(
-        output.status.success(),
-        "{what} failed: {}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{what} printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
-}
-
-fn num(v: &Value, path: &str) -> f64 {
-    path.split('.')
-        .fold(v, |v, k| &v[k])
-        .as_f64()
-        .unwrap_or_else(|| panic!("`{path}` is missing or not a number in {v}"))
-}
-
-#[tokio::test]
-async fn bench_json_figures_are_present_and_agree_with_the_database() {
-    let db = TestDb::migrated().await.expect("db");
-    let cfg = harness::config(&db, 2);
-    let config = harness::write_config(&cfg);
-    let output = harness::conscope(&config)
-        .args(["bench", "--events", "5000", "--listings", "500", "--json"])
-        .output()
-        .expect("run conscope bench");
-    let f = ok(output, "conscope bench");
-
-    assert_eq!(f["mode"], "backlog");
-    assert_eq!(num(&f, "events"), 5000.0);
-    assert_eq!(num(&f, "produce.events"), 5000.0);
-    assert_eq!(
-        num(&f, "pipeline.rows_persisted"),
-        5000.0,
-        "every event is one price_history row"
-    );
-    assert_eq!(
-        num(&f, "pipeline.latency.count"),
-        5000.0,
-        "one latency per committed record"
-    );
-    assert_eq!(
-        num(&f, "bare_fetch.records"),
-        5000.0,
-        "the bare fetch reads the same topic"
-    );
-    assert_eq!(num(&f, "pipeline.alerts_raised"), num(&f, "pipeline.alert_rows"));
-    assert!(
-        num(&f, "pipeline.alerts_raised") > 0.0,
-        "a 10% drop rate over 5000 events alerts"
-    );
-    assert!(num(&f, "pipeline.listing_state_rows") >= 500.0);
-    assert_eq!(
-        num(&f, "pipeline.listing_state_rows"),
-        num(&f, "pipeline.cached_listings"),
-        "the cache and listing_state hold the same listings"
-    );
-    for key in [
-        "pipeline.events_per_s",
-        "pipeline.rows_per_s",
-        "pipeline.cpu_seconds",
-        "pipeline.peak_rss_mib",
-        "bare_fetch.records_per_s",
-        "ratio_to_bare_fetch",
-    ] {
-        assert!(num(&f, key) > 0.0, "{key} should be positive in {f}");
-    }
-    let l = |q: &str| num(&f, &format!("pipeline.latency.{q}"));
-    assert!(l("p50_ms") <= l("p95_ms") && l("p95_ms") <= l("p99_ms") && l("p99_ms") <= l("max_ms"));
-    assert!(f["stall"].is_null() && f["python"].is_null());
-
-    // The scratch database is gone; ours was never touched.
-    let name = f["database"].as_str().expect("database name").to_string();
-    assert!(name.starts_with("conscope_bench_"), "{name}");
-    let c = db.connect().await.expect("connect");
-    let left: i64 = c
-        .query_one("SELECT count(*) FROM pg_database WHERE datname = $1", &[&name])
-        .await
-        .expect("pg_database")
-        .get(0);
-    assert_eq!(left, 0, "the benchmark database is dropped without --keep");
-    assert_eq!(db.count("SELECT count(*) FROM price_history").await, 0);
-    let _ = std::fs::remove_file(config);
-}
-
+/// The configured simulated feed over 300 listings, seed 42, as JSON lines: what
+/// `conscope-bench gen --events N --listings 300 --to-file PATH` writes.
 fn gen_feed(config: &Path, path: &Path, events: u64) {
-    let status = harness::conscope(config)
-        .args([
-            "bench",
-            "gen",
-            "--events",
-            &events.to_string(),
-            "--listings",
-            "300",
-            "--to-file",
-        ])
-        .arg(path)
-        .status()
-        .expect("run conscope bench gen");
-    assert!(status.success(), "bench gen failed");
+    let mut sim = conscope::config::Config::load(config)
+        .expect("load the config")
+        .sources
+        .simulated;
+    sim.seed = 42;
+    sim.listings = 300;
+    conscope::sources::jsonl::write_feed_to(path, &sim, events).expect("write the feed");
 }
 
 fn replay(config: &Path, file: &Path) -> Value {
@@ -130,7 +34,7 @@ fn replay_with(config: &Path, file: &Path, name: Option<&str>, extra: &[&str]) -
     if let Some(name) = name {
         cmd.args(["--name", name]);
     }
-    ok(cmd.output().expect("run conscope replay"), "conscope replay")
+    json_ok(cmd.output().expect("run conscope replay"), "conscope replay")
 }
 
 /// Every stored (kafka_partition, kafka_offset), in order.
@@ -202,43 +106,43 @@ async fn replaying_a_file_twice_or_in_two_parts_stores_every_line_once() {
     std::fs::write(&part, head).expect("write part");
 
     let a = replay_with(&config, &part, Some("feed"), &["--compare-copy"]);
-    assert_eq!(num(&a, "rows_written"), 2_000.0);
-    assert_eq!(num(&a, "start_line"), 0.0);
+    assert_eq!(json_num(&a, "rows_written"), 2_000.0);
+    assert_eq!(json_num(&a, "start_line"), 0.0);
     assert_eq!(
-        num(&a, "bare_copy.bare.rows"),
+        json_num(&a, "bare_copy.bare.rows"),
         2_000.0,
         "the bare COPY loads the same rows"
     );
-    assert!(num(&a, "events_per_s") > 0.0 && num(&a, "ratio_to_bare_copy") > 0.0);
-    assert_eq!(num(&a, "bare_copy.with_foreign_key.rows"), 2_000.0);
-    assert!(num(&a, "ratio_to_bare_copy_with_fk") > 0.0);
+    assert!(json_num(&a, "events_per_s") > 0.0 && json_num(&a, "ratio_to_bare_copy") > 0.0);
+    assert_eq!(json_num(&a, "bare_copy.with_foreign_key.rows"), 2_000.0);
+    assert!(json_num(&a, "ratio_to_bare_copy_with_fk") > 0.0);
     assert!(
-        num(&a, "partition") < 0.0,
+        json_num(&a, "partition") < 0.0,
         "replayed rows never take a Kafka partition"
     );
 
     let again = replay_as(&config, &part, Some("feed"));
     assert_eq!(
-        num(&again, "rows_written"),
+        json_num(&again, "rows_written"),
         0.0,
         "a re-run of the same file adds nothing"
     );
-    assert_eq!(num(&again, "already_stored"), 2_000.0);
+    assert_eq!(json_num(&again, "already_stored"), 2_000.0);
     assert!(again["bare_copy"].is_null());
     assert_eq!(db.count("SELECT count(*) FROM price_history").await, 2_000);
 
     // The grown file (elsewhere, under the same --name): only the new lines are stored.
     let rest = replay_as(&config, &full, Some("feed"));
-    assert_eq!(num(&rest, "start_line"), 2_000.0);
-    assert_eq!(num(&rest, "rows_written"), 1_000.0);
+    assert_eq!(json_num(&rest, "start_line"), 2_000.0);
+    assert_eq!(json_num(&rest, "rows_written"), 1_000.0);
     assert!(
         rest["bare_copy"].is_null(),
         "the bare-COPY comparison runs only with --compare-copy"
     );
-    assert_eq!(num(&rest, "partition"), num(&a, "partition"));
+    assert_eq!(json_num(&rest, "partition"), json_num(&a, "partition"));
     assert_eq!(
         history_keys(&db).await,
-        lines_of(num(&a, "partition"), 3_000),
+        lines_of(json_num(&a, "partition"), 3_000),
         "every line of the feed stored once"
     );
 
@@ -246,10 +150,10 @@ async fn replaying_a_file_twice_or_in_two_parts_stores_every_line_once() {
     let other = TestDb::migrated().await.expect("db");
     let other_config = harness::write_config(&harness::config(&other, 1));
     let once = replay(&other_config, &full);
-    assert_eq!(num(&once, "rows_written"), 3_000.0);
+    assert_eq!(json_num(&once, "rows_written"), 3_000.0);
     assert_eq!(
-        num(&once, "alerts"),
-        num(&a, "alerts") + num(&rest, "alerts"),
+        json_num(&once, "alerts"),
+        json_num(&a, "alerts") + json_num(&rest, "alerts"),
         "the warm-started cache carries prices across runs"
     );
     assert_eq!(state_digest(&db).await, state_digest(&other).await);
@@ -382,12 +286,12 @@ async fn a_replay_killed_between_its_two_writers_resumes_without_a_lost_or_doubl
 
     let end = replay_as(&config, &file, Some("feed"));
     assert_eq!(replay_offsets(&db, consumer).await, (LINES, LINES));
-    assert_eq!(num(&end, "rows_written") as i64 + last, LINES);
+    assert_eq!(json_num(&end, "rows_written") as i64 + last, LINES);
 
     // Every line stored once, and every listing's state what its stored history says.
     assert_eq!(
         history_keys(&db).await,
-        lines_of(num(&end, "partition"), LINES),
+        lines_of(json_num(&end, "partition"), LINES),
         "every line stored once"
     );
     assert_eq!(
@@ -419,7 +323,7 @@ async fn a_replay_killed_between_its_two_writers_resumes_without_a_lost_or_doubl
         .arg("--json")
         .output()
         .expect("run conscope replay");
-    ok(once, "conscope replay");
+    json_ok(once, "conscope replay");
     assert_eq!(state_digest(&db).await, state_digest(&other).await);
     assert_eq!(windows_digest(&db).await, windows_digest(&other).await);
 
@@ -447,9 +351,9 @@ async fn two_files_with_one_basename_in_two_folders_replay_independently() {
 
     let first = replay(&config, &a.join("feed.jsonl"));
     let second = replay(&config, &b.join("feed.jsonl"));
-    assert_eq!(num(&first, "rows_written"), 600.0);
+    assert_eq!(json_num(&first, "rows_written"), 600.0);
     assert_eq!(
-        (num(&second, "start_line"), num(&second, "rows_written")),
+        (json_num(&second, "start_line"), json_num(&second, "rows_written")),
         (0.0, 400.0),
         "another file of the same basename is read from its first line"
     );
@@ -466,15 +370,15 @@ async fn two_files_with_one_basename_in_two_folders_replay_independently() {
             .as_str()
         )
     );
-    let mut expected = lines_of(num(&first, "partition"), 600);
-    expected.extend(lines_of(num(&second, "partition"), 400));
+    let mut expected = lines_of(json_num(&first, "partition"), 600);
+    expected.extend(lines_of(json_num(&second, "partition"), 400));
     expected.sort();
     assert_eq!(history_keys(&db).await, expected);
 
     // The same file again, unchanged: it resumes, nothing is added.
     let again = replay(&config, &a.join("feed.jsonl"));
     assert_eq!(
-        (num(&again, "start_line"), num(&again, "rows_written")),
+        (json_num(&again, "start_line"), json_num(&again, "rows_written")),
         (600.0, 0.0)
     );
     assert_eq!(history_keys(&db).await, expected);
@@ -497,17 +401,20 @@ async fn two_files_with_one_basename_in_two_folders_replay_independently() {
             .stdin(std::fs::File::open(&feed).expect("feed"))
             .output()
             .expect("run conscope replay -");
-        ok(output, "conscope replay -")
+        json_ok(output, "conscope replay -")
     };
     let fresh = piped("whole feed");
-    assert_eq!(num(&fresh, "rows_written"), 1_000.0);
+    assert_eq!(json_num(&fresh, "rows_written"), 1_000.0);
     assert_eq!(fresh["consumer"], "replay:whole feed");
     let resumed = piped("whole feed");
     assert_eq!(
-        (num(&resumed, "already_stored"), num(&resumed, "rows_written")),
+        (
+            json_num(&resumed, "already_stored"),
+            json_num(&resumed, "rows_written")
+        ),
         (1_000.0, 0.0)
     );
-    expected.extend(lines_of(num(&fresh, "partition"), 1_000));
+    expected.extend(lines_of(json_num(&fresh, "partition"), 1_000));
     expected.sort();
     assert_eq!(history_keys(&db).await, expected);
 

@@ -271,7 +271,16 @@ pub fn write_config(cfg: &Config) -> PathBuf {
 
 /// The `conscope` binary under test, with no CONSCOPE_ overrides inherited.
 pub fn conscope(config: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_conscope"));
+    // `option_env!`: tools/bench's tests share this file and have no `conscope` binary.
+    let Some(bin) = option_env!("CARGO_BIN_EXE_conscope") else {
+        panic!("the conscope binary is built for tests/it only")
+    };
+    command(bin, config)
+}
+
+/// The binary `bin` with `--config CONFIG`, with no CONSCOPE_ overrides or RUST_LOG inherited.
+pub fn command(bin: &str, config: &Path) -> Command {
+    let mut cmd = Command::new(bin);
     for (k, _) in std::env::vars() {
         if k.starts_with("CONSCOPE_") {
             cmd.env_remove(k);
@@ -280,6 +289,30 @@ pub fn conscope(config: &Path) -> Command {
     cmd.env_remove("RUST_LOG");
     cmd.arg("--config").arg(config);
     cmd
+}
+
+/// The JSON a command printed on stdout; fails the test (with its stderr) if it failed.
+pub fn json_ok(output: std::process::Output, what: &str) -> serde_json::Value {
+    assert!(
+        output.status.success(),
+        "{what} failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{what} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+/// The number at the dotted `path` of `v`; fails the test if it is missing.
+pub fn json_num(v: &serde_json::Value, path: &str) -> f64 {
+    path.split('.')
+        .fold(v, |v, k| &v[k])
+        .as_f64()
+        .unwrap_or_else(|| panic!("`{path}` is missing or not a number in {v}"))
 }
 
 /// `conscope run` as a child process, its logs in a file.

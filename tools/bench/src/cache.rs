@@ -1,4 +1,4 @@
-//! `conscope bench cache`: bytes per tracked listing in the price cache, measured as the growth
+//! `conscope-bench cache`: bytes per tracked listing in the price cache, measured as the growth
 //! of this process's resident memory while a fresh [`PriceCache`] takes `listings` keys shaped
 //! like the simulated feed's (`stubhub:SIM42-123456`), each observed once as the engine does.
 //!
@@ -6,8 +6,8 @@
 
 use serde::Serialize;
 
-use super::usage;
-use crate::pipeline::detect::PriceCache;
+use conscope::pipeline::detect::PriceCache;
+use conscope::usage;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CacheFigures {

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio_postgres::NoTls;
 
-use crate::config::{Secret, redact_url};
-use crate::store::StoreError;
+use conscope::config::{Secret, redact_url};
+use conscope::store::StoreError;
 
 /// When the lock was held, in seconds since the pipeline started.
 #[derive(Debug, Clone, Serialize)]

@@ -4,9 +4,9 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use super::BenchError;
-use super::cache::CacheFigures;
-use super::run::BenchFigures;
+use crate::BenchError;
+use crate::cache::CacheFigures;
+use crate::run::BenchFigures;
 
 /// Print `value` as pretty JSON on stdout.
 pub fn print_json(value: &impl Serialize) -> Result<(), BenchError> {
@@ -26,7 +26,7 @@ pub fn print_run(f: &BenchFigures, json: bool) -> Result<(), BenchError> {
     let l = &p.latency;
     let mut lines = vec![
         format!(
-            "conscope bench: {} mode, {} events over {} listings, {} partitions (topic {})",
+            "conscope-bench: {} mode, {} events over {} listings, {} partitions (topic {})",
             f.mode, f.events, f.listings, f.partitions, f.raw_topic
         ),
         format!(

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# setup.sh — the Python side of the load benchmark: a virtualenv under bench/.venv with
-# kafka-python and psycopg2 for bench/first_conscope_consumer.py (the first ConScope's
-# per-event consumer, run beside ConScope by `conscope bench --with-python`).
+# setup.sh — the Python side of the load benchmark: a virtualenv under tools/bench/python/.venv with
+# kafka-python and psycopg2 for tools/bench/python/first_conscope_consumer.py (the first ConScope's
+# per-event consumer, run beside ConScope by `conscope-bench --with-python`).
 #
-# Usage: bench/setup.sh          (idempotent: an existing venv with both packages is kept)
-#   PYTHON=python3.11 bench/setup.sh   to pick the interpreter
+# Usage: tools/bench/python/setup.sh          (idempotent: an existing venv with both packages is kept)
+#   PYTHON=python3.11 tools/bench/python/setup.sh   to pick the interpreter
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

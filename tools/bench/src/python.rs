@@ -1,4 +1,4 @@
-//! The first ConScope's way, side by side: `bench/first_conscope_consumer.py` (kafka-python +
+//! The first ConScope's way, side by side: `tools/bench/python/first_conscope_consumer.py` (kafka-python +
 //! psycopg2, one INSERT and commit per event, a producer flush per alert) run as a child
 //! process on the same topic, broker and database, for a bounded time.
 //!
@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::RunArgs;
-use super::scratch::Scratch;
-use super::usage;
+use crate::RunArgs;
+use crate::scratch::Scratch;
+use conscope::usage;
 
 /// What the Python consumer did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -63,7 +63,7 @@ pub async fn run(scratch: &Scratch, args: &RunArgs) -> PythonFigures {
         Err(e) => {
             return PythonFigures {
                 error: Some(format!(
-                    "cannot start {} (run bench/setup.sh first): {e}",
+                    "cannot start {} (run tools/bench/python/setup.sh first): {e}",
                     args.python.display()
                 )),
                 ..PythonFigures::default()

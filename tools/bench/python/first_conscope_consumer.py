@@ -5,10 +5,10 @@ A straightforward per-event loop: kafka-python reads raw_prices, each event is c
 last price of its listing held in a dict, and written with one INSERT and one COMMIT; every drop
 alert is inserted and committed, then produced and flushed on its own. No batching anywhere.
 
-`conscope bench --with-python` runs it on the benchmark's topic and database and reads the JSON
-line it prints last. By hand (bench/setup.sh installs the venv):
+`conscope-bench --with-python` runs it on the benchmark's topic and database and reads the JSON
+line it prints last. By hand (tools/bench/python/setup.sh installs the venv):
 
-    bench/.venv/bin/python bench/first_conscope_consumer.py --brokers 127.0.0.1:19092 \
+    tools/bench/python/.venv/bin/python tools/bench/python/first_conscope_consumer.py --brokers 127.0.0.1:19092 \
         --topic raw_prices --partitions 4 --alerts-topic first_alerts \
         --dsn postgres://postgres@127.0.0.1:15432/conscope --max-seconds 60
 """

@@ -6,7 +6,7 @@
 //! Topics are **not** deleted: on Tansu 0.6.0 (the local broker) a DeleteTopics request for one
 //! topic deletes every topic of the cluster (its `topic_delete_by.sql` matches on the cluster,
 //! not the name), which would take other users' topics with it. The `*_bench_<id>` topics stay;
-//! `conscope bench` prints their names.
+//! `conscope-bench` prints their names.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,11 +15,11 @@ use rand::Rng;
 use rskafka::client::Client;
 use tokio_postgres::NoTls;
 
-use super::BenchError;
-use crate::config::{Config, Secret};
-use crate::kafka::KafkaError;
-use crate::runtime;
-use crate::store::StoreError;
+use crate::BenchError;
+use conscope::config::{Config, Secret};
+use conscope::kafka::KafkaError;
+use conscope::runtime;
+use conscope::store::StoreError;
 
 /// The database, topics and config file of one benchmark run.
 #[derive(Debug)]
@@ -62,7 +62,7 @@ async fn admin(url: &Secret) -> Result<tokio_postgres::Client, StoreError> {
         tokio_postgres::connect(url.expose(), NoTls)
             .await
             .map_err(|e| StoreError::Connect {
-                url: crate::config::redact_url(url.expose()),
+                url: conscope::config::redact_url(url.expose()),
                 reason: e.to_string(),
             })?;
     tokio::spawn(conn);

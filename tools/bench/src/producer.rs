@@ -1,5 +1,6 @@
-//! The feed's producer as a child process: `conscope simulate` with the benchmark's config
-//! file, so producing costs nothing in the CPU and memory figures of the process measured.
+//! The feed's producer as a child process: this binary again, as `conscope-bench produce` (what
+//! `conscope simulate` does, without the progress bar) with the benchmark's config file, so
+//! producing costs nothing in the CPU and memory figures of the process measured.
 
 use std::process::Stdio;
 use std::time::Instant;
@@ -7,8 +8,12 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
-use super::{BenchError, RunArgs};
-use crate::bench::scratch::Scratch;
+use crate::scratch::Scratch;
+use crate::{BenchError, RunArgs};
+use conscope::config::Config;
+use conscope::kafka::{self, topics};
+use conscope::sources::simulated;
+use tokio_util::sync::CancellationToken;
 
 /// What producing took.
 #[derive(Debug, Clone, Serialize)]
@@ -30,16 +35,18 @@ pub struct Producer {
 }
 
 impl Producer {
-    /// Start `conscope simulate` for the whole feed, paced at `rate` when given.
+    /// Start `conscope-bench produce` for the whole feed, paced at `rate` when given.
     pub fn start(scratch: &Scratch, args: &RunArgs, rate: Option<f64>) -> Result<Self, BenchError> {
         let exe = std::env::current_exe().map_err(|source| BenchError::Io {
-            what: "finding the conscope executable".into(),
+            what: "finding the conscope-bench executable".into(),
             source,
         })?;
         let mut cmd = tokio::process::Command::new(exe);
-        cmd.arg("--config")
+        // The subcommand first: `--config` before it would count as a run argument, which
+        // conflicts with subcommands.
+        cmd.arg("produce")
+            .arg("--config")
             .arg(&scratch.config_file)
-            .arg("simulate")
             .args(["--events", &args.events.to_string()])
             .args(["--listings", &args.listings.to_string()])
             .args(["--seed", &args.seed.to_string()]);
@@ -51,7 +58,7 @@ impl Producer {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let child = cmd.spawn().map_err(|source| BenchError::Io {
-            what: "starting `conscope simulate`".into(),
+            what: "starting `conscope-bench produce`".into(),
             source,
         })?;
         Ok(Self {
@@ -90,4 +97,38 @@ impl Producer {
             rate_target: self.rate,
         })
     }
+}
+
+/// `conscope-bench produce` (hidden): the producer child's side.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProduceArgs {
+    #[arg(long)]
+    pub events: u64,
+    #[arg(long)]
+    pub listings: u32,
+    #[arg(long)]
+    pub seed: u64,
+    #[arg(long)]
+    pub rate: Option<f64>,
+}
+
+/// Produce the feed `args` names to the configured `raw_prices` (creating missing topics).
+pub async fn produce(config: &Config, args: &ProduceArgs) -> Result<(), BenchError> {
+    let mut sim = config.sources.simulated.clone();
+    sim.seed = args.seed;
+    sim.listings = args.listings;
+    let client = kafka::connect(&config.kafka).await?;
+    topics::ensure(&client, &config.kafka).await?;
+    let cancel = CancellationToken::new();
+    simulated::produce(
+        &client,
+        config,
+        &sim,
+        Some(args.events),
+        args.rate,
+        &cancel,
+        |_| {},
+    )
+    .await?;
+    Ok(())
 }

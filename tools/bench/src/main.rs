@@ -1,9 +1,10 @@
-//! `conscope bench`: ConScope's figures on this machine, measured against the real broker and
-//! Postgres in a scratch database and topic set of its own.
+//! `conscope-bench`: ConScope's figures on this machine, measured against the real broker and
+//! Postgres in a scratch database and topic set of its own. A workspace member of its own, built
+//! on the `conscope` library.
 //!
 //! ```text
 //!  scratch   CREATE DATABASE conscope_bench_<id> (migrated) · topics <name>_bench_<id>
-//!  producer  `conscope simulate` child ──► raw_prices        (first, or paced with --rate)
+//!  producer  `conscope-bench produce` child ──► raw_prices        (first, or paced with --rate)
 //!  run       engine in-process until committed = N ──► figures: events/s, rows/s, latency
 //!            (with --probe-broker: a bare consumer tailing the topic gives the broker's share),
 //!            alerts, CPU, RSS; RSS samples while Postgres is held locked (--stall-postgres)
@@ -12,12 +13,13 @@
 //!  cleanup   DROP DATABASE (unless --keep); topics stay (see [`scratch`])
 //! ```
 //!
-//! Also `bench gen` (the feed as JSON lines for `conscope replay`) and `bench cache` (bytes per
-//! listing in the price cache). `replay`'s bare-COPY ceiling lives in [`copy`].
+//! Also `conscope-bench gen` (the feed as JSON lines for `conscope replay`) and
+//! `conscope-bench cache` (bytes per listing in the price cache).
+//!
+//! Exit codes: 0 success, 2 usage or configuration error, 1 a failed run.
 
 pub mod cache;
 pub mod fetch;
-pub mod generate;
 pub mod producer;
 pub mod python;
 pub mod report;
@@ -25,16 +27,17 @@ pub mod run;
 pub mod scratch;
 pub mod stall;
 
-pub use crate::usage;
-
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::config::Config;
-use crate::kafka::KafkaError;
-use crate::pipeline::engine::EngineError;
-use crate::runtime::RunError;
-use crate::store::StoreError;
+use clap::Parser;
+use conscope::cli;
+use conscope::config::Config;
+use conscope::kafka::KafkaError;
+use conscope::pipeline::engine::EngineError;
+use conscope::runtime::RunError;
+use conscope::store::StoreError;
 
 /// Why a benchmark could not produce its figures.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +55,7 @@ pub enum BenchError {
     Engine(Box<EngineError>),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
-    #[error("the producer (`conscope simulate`) failed: {0}")]
+    #[error("the producer (`conscope-bench produce`) failed: {0}")]
     Producer(String),
     #[error("no progress for {waited:?}: {committed} of {target} events committed")]
     Stuck {
@@ -88,10 +91,21 @@ impl From<EngineError> for BenchError {
     }
 }
 
-/// `conscope bench [OPTIONS] | bench gen | bench cache`.
-#[derive(Debug, clap::Args)]
+#[global_allocator]
+static ALLOC: conscope::alloc::Allocator = conscope::alloc::Allocator;
+
+/// Measure ConScope end to end against the configured broker and Postgres, in a scratch database
+/// and topic set (docs/benchmarks.md); `gen` writes a feed file, `cache` measures the price cache.
+#[derive(Debug, Parser)]
+#[command(name = "conscope-bench", version, about, long_about = None)]
 #[command(args_conflicts_with_subcommands = true)]
-pub struct BenchArgs {
+pub struct Cli {
+    /// Configuration file (the broker and Postgres to measure against).
+    #[arg(long, global = true, default_value = "config.toml", env = "CONSCOPE_CONFIG")]
+    pub config: PathBuf,
+    /// Log JSON lines instead of human-readable text (overrides log.format).
+    #[arg(long, global = true)]
+    pub log_json: bool,
     #[command(subcommand)]
     pub tool: Option<BenchTool>,
     #[command(flatten)]
@@ -104,6 +118,9 @@ pub enum BenchTool {
     Gen(GenArgs),
     /// Measure the price cache's bytes per tracked listing (resident-memory growth).
     Cache(CacheArgs),
+    /// The producer child of a run (`conscope simulate` without its progress bar).
+    #[command(hide = true)]
+    Produce(producer::ProduceArgs),
 }
 
 /// The end-to-end run.
@@ -136,14 +153,14 @@ pub struct RunArgs {
     /// Keep the scratch database (its name is printed). Topics are always kept.
     #[arg(long)]
     pub keep: bool,
-    /// Also run bench/first_conscope_consumer.py on the same topic (bench/setup.sh installs it).
+    /// Also run tools/bench/python/first_conscope_consumer.py on the same topic (tools/bench/python/setup.sh installs it).
     #[arg(long)]
     pub with_python: bool,
     /// Python interpreter for --with-python.
-    #[arg(long, default_value = "bench/.venv/bin/python")]
+    #[arg(long, default_value = "tools/bench/python/.venv/bin/python")]
     pub python: PathBuf,
     /// The Python consumer script.
-    #[arg(long, default_value = "bench/first_conscope_consumer.py")]
+    #[arg(long, default_value = "tools/bench/python/first_conscope_consumer.py")]
     pub python_script: PathBuf,
     /// Seconds the Python consumer may run (it stops earlier when it has read every event).
     #[arg(long, default_value_t = 60)]
@@ -194,12 +211,32 @@ pub struct CacheArgs {
     pub json: bool,
 }
 
-/// Run `conscope bench …` and print its figures.
-pub async fn command(config: Config, args: BenchArgs) -> Result<(), BenchError> {
-    match args.tool {
+fn main() -> ExitCode {
+    let cli = match cli::parse::<Cli>() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    let config = match cli::load_config(&cli.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let runtime = match cli::start(&config, cli.log_json) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    match runtime.block_on(command(config, cli.tool, cli.run)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(BenchError::Invalid(why)) => cli::usage_error(&why),
+        Err(e) => cli::failure(&e),
+    }
+}
+
+/// Run `conscope-bench …` and print its figures.
+async fn command(config: Config, tool: Option<BenchTool>, run_args: RunArgs) -> Result<(), BenchError> {
+    match tool {
         None => {
-            let figures = run::run(&config, &args.run).await?;
-            report::print_run(&figures, args.run.json)
+            let figures = run::run(&config, &run_args).await?;
+            report::print_run(&figures, run_args.json)
         }
         Some(BenchTool::Gen(g)) => {
             if g.events == 0 || g.listings == 0 {
@@ -211,9 +248,11 @@ pub async fn command(config: Config, args: BenchArgs) -> Result<(), BenchError> 
             sim.seed = g.seed;
             sim.listings = g.listings;
             let figures =
-                generate::write_feed_to(&g.to_file, &sim, g.events).map_err(|source| BenchError::Io {
-                    what: format!("writing {}", g.to_file.display()),
-                    source,
+                conscope::sources::jsonl::write_feed_to(&g.to_file, &sim, g.events).map_err(|source| {
+                    BenchError::Io {
+                        what: format!("writing {}", g.to_file.display()),
+                        source,
+                    }
                 })?;
             if g.to_file.as_os_str() != "-" {
                 eprintln!(
@@ -229,6 +268,7 @@ pub async fn command(config: Config, args: BenchArgs) -> Result<(), BenchError> 
             }
             Ok(())
         }
+        Some(BenchTool::Produce(p)) => producer::produce(&config, &p).await,
         Some(BenchTool::Cache(c)) => {
             if c.listings == 0 {
                 return Err(BenchError::Invalid("--listings must be at least 1".into()));

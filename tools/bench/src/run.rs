@@ -21,17 +21,17 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::fetch::{self, FetchFigures};
-use super::producer::{ProduceFigures, Producer};
-use super::python::{self, PythonFigures};
-use super::scratch::Scratch;
-use super::stall::{self, StallWindow};
-use super::usage::{self, RssSample};
-use super::{BenchError, RunArgs};
-use crate::metrics::Metrics;
-use crate::pipeline::detect::PriceCache;
-use crate::pipeline::engine::{self, EngineContext};
-use crate::store::{self, StoreError};
+use crate::fetch::{self, FetchFigures};
+use crate::producer::{ProduceFigures, Producer};
+use crate::python::{self, PythonFigures};
+use crate::scratch::Scratch;
+use crate::stall::{self, StallWindow};
+use crate::{BenchError, RunArgs};
+use conscope::metrics::Metrics;
+use conscope::pipeline::detect::PriceCache;
+use conscope::pipeline::engine::{self, EngineContext};
+use conscope::store::{self, StoreError};
+use conscope::usage::{self, RssSample};
 
 /// How often the committed offsets are checked.
 const POLL: Duration = Duration::from_millis(10);
@@ -79,7 +79,7 @@ pub struct PipelineFigures {
     pub cached_listings: usize,
 }
 
-/// Everything one `conscope bench` run measured.
+/// Everything one `conscope-bench` run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchFigures {
     /// `backlog` (the feed is produced first) or `steady` (produced at `--rate` meanwhile).
@@ -115,7 +115,7 @@ pub struct StallFigures {
 }
 
 /// Run the benchmark in a scratch database and topic set, removing both afterwards.
-pub async fn run(base: &crate::config::Config, args: &RunArgs) -> Result<BenchFigures, BenchError> {
+pub async fn run(base: &conscope::config::Config, args: &RunArgs) -> Result<BenchFigures, BenchError> {
     args.validate()?;
     let load_before = usage::load_average();
     let scratch = Scratch::create(base).await?;

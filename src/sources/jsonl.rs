@@ -1,5 +1,5 @@
-//! `conscope bench gen`: the simulated feed written as JSON lines (the first ConScope's wire
-//! format, one record a line), the input of `conscope replay`. Deterministic: the same seed and
+//! The simulated feed written as JSON lines (the first ConScope's wire format, one record a
+//! line), the input of `conscope replay`; `conscope-bench gen` writes it to a file. Deterministic: the same seed and
 //! sizes give the same bytes, stamped one millisecond apart from a fixed start.
 
 use std::io::{BufWriter, Write};

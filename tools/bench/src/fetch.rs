@@ -8,9 +8,9 @@ use std::time::Instant;
 use rskafka::client::Client;
 use rskafka::client::partition::{OffsetAt, PartitionClient};
 
-use super::BenchError;
-use crate::config::KafkaConfig;
-use crate::kafka::{self, KafkaError};
+use crate::BenchError;
+use conscope::config::KafkaConfig;
+use conscope::kafka::{self, KafkaError};
 
 /// What one bare fetch of a whole topic took.
 #[derive(Debug, Clone, Serialize)]
