@@ -20,8 +20,6 @@ use crate::config::BackoffConfig;
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3_600);
 /// How much of an error answer's body is quoted in the error.
 const SNIPPET_CHARS: usize = 160;
-/// Highest price PostgreSQL's `numeric(10,2)` columns hold, in cents (99999999.99 dollars).
-const MAX_PRICE_CENTS: i64 = 9_999_999_999;
 
 /// Why one poll of a marketplace API failed. `api` names the marketplace (`seatgeek`).
 #[derive(Debug, thiserror::Error)]
@@ -216,7 +214,9 @@ pub fn lenient_price<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f6
 
 /// Dollars to whole cents when the price can be stored (more than 0, below the column's limit).
 pub fn price_cents(dollars: Option<f64>) -> Option<i64> {
-    crate::model::cents::from_dollars(dollars?).filter(|c| (1..=MAX_PRICE_CENTS).contains(c))
+    crate::model::Cents::from_dollars(dollars?)
+        .filter(|c| c.is_price())
+        .map(|c| c.0)
 }
 
 #[cfg(test)]

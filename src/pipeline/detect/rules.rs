@@ -9,7 +9,7 @@
 use compact_str::CompactString;
 
 use crate::config::DetectConfig;
-use crate::model::{Change, ChangeKind, cents};
+use crate::model::{Cents, Change, ChangeKind};
 
 #[derive(Debug, Clone)]
 pub struct Rules {
@@ -25,7 +25,7 @@ impl Rules {
         Self {
             min_drop_percent: cfg.min_drop_percent,
             // A zero floor would alert on any move; one cent is the smallest real change.
-            min_change_cents: cents::from_dollars(cfg.min_change_abs).unwrap_or(0).max(1),
+            min_change_cents: Cents::from_dollars(cfg.min_change_abs).map_or(0, |c| c.0).max(1),
             alert_on_increase: cfg.alert_on_increase,
             rule_name: cfg.rule_name.as_str().into(),
         }
@@ -124,7 +124,7 @@ mod tests {
             let c = change(previous, now);
             let fired = rules().evaluate(&c).is_some();
             let drop = previous - now;
-            let expected = drop >= 500 && drop as f64 * 100.0 / previous as f64 >= 10.0;
+            let expected = drop >= 500 && crate::model::money::change_percent(drop, previous) >= 10.0;
             prop_assert_eq!(fired, expected);
         }
     }
