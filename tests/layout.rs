@@ -20,6 +20,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("metrics", &["config", "model", "backoff"]),
     ("logging", &["config"]),
     ("alloc", &[]),
+    ("retry_after", &[]),
     ("usage", &[]),
     ("kafka", &["config", "model", "backoff", "metrics"]),
     ("store", &["config", "model", "backoff", "metrics", "kafka"]),
@@ -33,6 +34,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "metrics",
             "kafka",
             "store",
+            "retry_after",
             "pipeline::ingest::parse",
         ],
     ),
@@ -96,7 +98,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("pipeline", &["pipeline"]),
     (
         "alert",
-        &["config", "model", "backoff", "metrics", "kafka", "store"],
+        &[
+            "config",
+            "model",
+            "backoff",
+            "metrics",
+            "kafka",
+            "store",
+            "retry_after",
+        ],
     ),
     // The dashboard reads the live price cache.
     (
