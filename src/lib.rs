@@ -17,8 +17,9 @@
 //! - [`runtime`]: `conscope run`: starts every part above under one supervisor.
 //! - [`replay`]: feeds a file of observations through the engine's detector and writer.
 //! - [`bench`]: the end-to-end benchmark (`docs/benchmarks.md`).
-//! - [`metrics`], [`backoff`], [`retry_after`], [`logging`], [`alloc`]: counters, retries and
-//!   outages, the one `Retry-After` reader, log setup, the allocator.
+//! - [`metrics`], [`rate`], [`backoff`], [`retry_after`], [`logging`], [`alloc`]: counters,
+//!   events per second, retries and outages, the one `Retry-After` reader, log setup, the
+//!   allocator.
 
 pub mod alert;
 pub mod alloc;
@@ -30,6 +31,7 @@ pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
+pub mod rate;
 pub mod replay;
 pub mod retry_after;
 pub mod runtime;

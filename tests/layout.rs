@@ -21,6 +21,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("logging", &["config"]),
     ("alloc", &[]),
     ("retry_after", &[]),
+    ("rate", &[]),
     ("usage", &[]),
     ("kafka", &["config", "model", "backoff", "metrics"]),
     ("store", &["config", "model", "backoff", "metrics", "kafka"]),
@@ -118,6 +119,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "metrics",
             "kafka",
             "store",
+            "rate",
             "pipeline::detect::cache",
             "pipeline::detect::PriceCache",
         ],
@@ -126,19 +128,20 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "runtime",
         &[
             "config", "model", "backoff", "metrics", "kafka", "store", "sources", "pipeline", "alert", "web",
+            "rate",
         ],
     ),
     (
         "replay",
         &[
-            "config", "model", "backoff", "metrics", "kafka", "store", "pipeline", "usage",
+            "config", "model", "backoff", "metrics", "kafka", "store", "pipeline", "usage", "rate",
         ],
     ),
     (
         "bench",
         &[
             "config", "model", "backoff", "metrics", "kafka", "store", "sources", "pipeline", "runtime",
-            "alloc", "usage",
+            "alloc", "usage", "rate",
         ],
     ),
 ];

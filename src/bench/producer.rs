@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 
 use super::{BenchError, RunArgs};
 use crate::bench::scratch::Scratch;
+use crate::rate::Rate;
 
 /// What producing took.
 #[derive(Debug, Clone, Serialize)]
@@ -86,7 +87,7 @@ impl Producer {
         Ok(ProduceFigures {
             events: self.events,
             seconds,
-            events_per_s: self.events as f64 / seconds.max(1e-9),
+            events_per_s: Rate::new(self.events, seconds).per_second(),
             rate_target: self.rate,
         })
     }
