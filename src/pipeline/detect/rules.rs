@@ -1,8 +1,9 @@
 //! The default alert rule from `[detect]`: which changes are worth an alert.
 //!
 //! A change alerts when it is a drop (or, if enabled, an increase) of at least
-//! `min_drop_percent` percent **and** at least `min_change_abs` dollars. The absolute floor is
-//! the noise filter: with the defaults a ±1 cent move never alerts, whatever its percent. A
+//! `min_drop_percent` percent **and** at least `min_change_abs` dollars. The dollar threshold,
+//! never below one cent, is this rule's noise filter: a ±1 cent move never alerts, whatever its
+//! percent. (User watches have their own floor, `alert.noise_floor`, in `alert::rules`.) A
 //! first sighting is the baseline and never alerts, and neither does an observation older than
 //! the listing's last one ([`ChangeKind::OutOfOrder`]): it is history, not the current price.
 
