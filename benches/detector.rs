@@ -13,6 +13,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use conscope::config::DetectConfig;
 use conscope::metrics::Metrics;
+use conscope::model::Cents;
 use conscope::pipeline::detect::stage::Detector;
 use conscope::pipeline::detect::{PriceCache, Rules};
 use conscope::pipeline::ingest::parse::Parser;
@@ -57,6 +58,11 @@ struct Data {
     bytes: usize,
 }
 
+/// Dollars rounded to the nearest cent.
+fn to_cent(dollars: f64) -> Cents {
+    Cents::from_dollars(dollars).expect("a finite price")
+}
+
 fn data(listings: u64, measured: usize) -> Data {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let cache = Arc::new(PriceCache::with_capacity(listings as usize));
@@ -64,7 +70,7 @@ fn data(listings: u64, measured: usize) -> Data {
     let detector = Detector::new(cache.clone(), rules());
     let mut baseline = Vec::with_capacity(listings as usize);
     for l in 0..listings {
-        let price = (rng.gen_range(40.0..900.0f64) * 100.0).round() / 100.0;
+        let price = to_cent(rng.gen_range(40.0..900.0f64)).to_dollars();
         baseline.push(price);
         let event = parser.parse(&event_json(l, price)).expect("valid");
         detector.process(record(event, l as i64), &mut Vec::new());
@@ -74,10 +80,7 @@ fn data(listings: u64, measured: usize) -> Data {
     let mut bytes = 0;
     for _ in 0..measured {
         let l = rng.gen_range(0..listings);
-        touched.push((
-            format!("stubhub:SH-{l}"),
-            (baseline[l as usize] * 100.0).round() as i64,
-        ));
+        touched.push((format!("stubhub:SH-{l}"), to_cent(baseline[l as usize]).0));
         let roll: f64 = rng.r#gen();
         let base = baseline[l as usize];
         let price = if roll < 0.1 {
@@ -87,7 +90,7 @@ fn data(listings: u64, measured: usize) -> Data {
         } else {
             base
         };
-        let e = event_json(l, (price * 100.0).round() / 100.0);
+        let e = event_json(l, to_cent(price).to_dollars());
         bytes += e.len();
         events.push(e);
     }

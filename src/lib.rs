@@ -16,9 +16,10 @@
 //! - [`web`]: the dashboard, the JSON API, `/metrics` and `/health`.
 //! - [`runtime`]: `conscope run`: starts every part above under one supervisor.
 //! - [`replay`]: feeds a file of observations through the engine's detector and writer.
-//! - [`metrics`], [`backoff`], [`logging`], [`cli`], [`alloc`], [`usage`]: counters, retries
-//!   and outages, log setup and error chains, the binaries' exit codes, the allocator, CPU and
-//!   memory of a process.
+//! - [`metrics`], [`rate`], [`backoff`], [`retry_after`], [`logging`], [`cli`], [`alloc`],
+//!   [`usage`]: counters, events per second, retries and outages, the one `Retry-After` reader,
+//!   log setup and error chains, the binaries' exit codes, the allocator, CPU and memory of a
+//!   process.
 //!
 //! The end-to-end benchmark is its own workspace member, `tools/bench` (`conscope-bench`),
 //! built on this library (`docs/benchmarks.md`).
@@ -33,7 +34,9 @@ pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
+pub mod rate;
 pub mod replay;
+pub mod retry_after;
 pub mod runtime;
 pub mod sources;
 pub mod store;

@@ -204,7 +204,7 @@ async fn simulate(
         summary.rises,
         summary.unchanged,
         secs,
-        summary.events as f64 / secs.max(1e-9)
+        conscope::rate::Rate::new(summary.events, secs).per_second()
     );
     Ok(())
 }

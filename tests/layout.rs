@@ -19,7 +19,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("backoff", &["config", "model", "metrics"]),
     ("metrics", &["config", "model", "backoff"]),
     ("logging", &["config"]),
+    ("cli", &["config", "logging"]),
     ("alloc", &[]),
+    ("retry_after", &[]),
+    ("rate", &[]),
     ("usage", &[]),
     ("kafka", &["config", "model", "backoff", "metrics"]),
     ("store", &["config", "model", "backoff", "metrics", "kafka"]),
@@ -33,6 +36,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "metrics",
             "kafka",
             "store",
+            "retry_after",
             "pipeline::ingest::parse",
         ],
     ),
@@ -96,7 +100,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("pipeline", &["pipeline"]),
     (
         "alert",
-        &["config", "model", "backoff", "metrics", "kafka", "store"],
+        &[
+            "config",
+            "model",
+            "backoff",
+            "metrics",
+            "kafka",
+            "store",
+            "retry_after",
+        ],
     ),
     // The dashboard reads the live price cache.
     (
@@ -108,6 +120,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "metrics",
             "kafka",
             "store",
+            "rate",
             "pipeline::detect::cache",
             "pipeline::detect::PriceCache",
         ],
@@ -116,12 +129,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "runtime",
         &[
             "config", "model", "backoff", "metrics", "kafka", "store", "sources", "pipeline", "alert", "web",
+            "rate",
         ],
     ),
     (
         "replay",
         &[
-            "config", "model", "backoff", "metrics", "kafka", "store", "pipeline", "usage",
+            "config", "model", "backoff", "metrics", "kafka", "store", "pipeline", "usage", "rate",
         ],
     ),
 ];

@@ -11,7 +11,7 @@ use super::rules::Trigger;
 use super::watch::{self, NewWatch};
 use super::{queue, task};
 use crate::config::Config;
-use crate::model::cents;
+use crate::model::Cents;
 use crate::store::{self, migrate};
 
 // Parsed once per process: the size difference between variants costs nothing.
@@ -103,7 +103,8 @@ pub struct AddArgs {
 
 fn dollars_arg(v: Option<f64>, flag: &str) -> anyhow::Result<Option<i64>> {
     v.map(|d| {
-        cents::from_dollars(d)
+        Cents::from_dollars(d)
+            .map(|c| c.0)
             .filter(|c| *c > 0)
             .with_context(|| format!("{flag} must be a positive amount of dollars"))
     })

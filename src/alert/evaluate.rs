@@ -31,8 +31,8 @@ use super::{ALERT_CONSUMER, AlertError, AlertMessage, WATCH_RULE_PREFIX, queue};
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::model::money::{cents_of, dollars};
-use crate::model::{Alert, ChangeKind, ProcessedPrice, alert_id, cents};
+use crate::model::money::{Cents, cents_of, change_percent, dollars};
+use crate::model::{Alert, ChangeKind, ProcessedPrice, alert_id};
 use crate::store::offsets::store_offsets;
 use crate::store::{self, StoreError};
 
@@ -217,8 +217,8 @@ impl Evaluator {
         w: &Watch,
         p: &ProcessedPrice,
     ) -> Result<bool, StoreError> {
-        let floor = cents::from_dollars(self.cfg.alert.noise_floor)
-            .unwrap_or(1)
+        let floor = Cents::from_dollars(self.cfg.alert.noise_floor)
+            .map_or(1, |c| c.0)
             .max(1);
         let source = (p.source_partition, p.source_offset);
         let state = rearm::load(tx, w.id, &p.listing_key).await?;
@@ -290,7 +290,7 @@ pub fn watch_alert(w: &Watch, p: &ProcessedPrice, reference: i64) -> AlertMessag
             new_price: p.event.price,
             drop_amount: drop,
             drop_percent: if reference > 0 {
-                drop as f64 * 100.0 / reference as f64
+                change_percent(drop, reference)
             } else {
                 0.0
             },

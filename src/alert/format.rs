@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use super::AlertMessage;
 use crate::config::DetectConfig;
 use crate::model::PriceEvent;
+use crate::model::money::{Cents, change_percent};
 
 /// Cut `s` to at most `max` characters (not bytes), ending with `…` when it was cut.
 pub fn truncate(s: &str, max: usize) -> String {
@@ -21,30 +22,16 @@ pub fn truncate(s: &str, max: usize) -> String {
     out
 }
 
-/// `$1,234.50`; negative amounts as `−$26.00` (a real minus sign).
+/// `$1,234.50`; negative amounts as `−$26.00` (a real minus sign): [`Cents`]'s display.
 pub fn money(cents: i64) -> String {
-    let sign = if cents < 0 { "−" } else { "" };
-    let abs = cents.unsigned_abs();
-    let dollars = (abs / 100).to_string();
-    let mut grouped = String::with_capacity(dollars.len() + dollars.len() / 3);
-    for (i, c) in dollars.chars().enumerate() {
-        if i > 0 && (dollars.len() - i).is_multiple_of(3) {
-            grouped.push(',');
-        }
-        grouped.push(c);
-    }
-    format!("{sign}${grouped}.{:02}", abs % 100)
+    Cents(cents).to_string()
 }
 
 /// `−$26.00 (−15.5%)` for a move from `old` to `new`.
 pub fn change(old: i64, new: i64) -> String {
     // Saturating: an absurd pair of prices reads wrong, it never panics.
     let diff = new.saturating_sub(old);
-    let pct = if old == 0 {
-        0.0
-    } else {
-        diff as f64 * 100.0 / old as f64
-    };
+    let pct = if old == 0 { 0.0 } else { change_percent(diff, old) };
     let sign = if diff > 0 {
         "+"
     } else if diff < 0 {
@@ -114,13 +101,13 @@ pub fn title(m: &AlertMessage) -> String {
 
 /// The default rule as a sentence: `drop ≥ 10% and ≥ $5.00`.
 pub fn default_rule_description(d: &DetectConfig) -> String {
-    let floor = crate::model::cents::from_dollars(d.min_change_abs).unwrap_or(0);
+    let floor = Cents::from_dollars(d.min_change_abs).unwrap_or(Cents::ZERO);
     let what = if d.alert_on_increase { "move" } else { "drop" };
     format!(
         "{} ({what} ≥ {}% and ≥ {})",
         d.rule_name,
         trim_number(d.min_drop_percent),
-        money(floor)
+        floor
     )
 }
 

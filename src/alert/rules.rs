@@ -101,7 +101,7 @@ fn drop_pct(from: i64, to: i64) -> f64 {
     if from <= 0 {
         0.0
     } else {
-        (from - to) as f64 * 100.0 / from as f64
+        crate::model::money::change_percent(from - to, from)
     }
 }
 

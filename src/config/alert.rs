@@ -111,7 +111,8 @@ pub struct AlertConfig {
     /// Channels (names in `notifiers`) that receive every alert of the default rule (`[detect]`).
     pub default_channels: Vec<String>,
     /// A watch ignores moves smaller than this many dollars: a drop, a new low and a re-arm
-    /// below the last notified price must each be at least this much.
+    /// below the last notified price must each be at least this much. Only user watches: the
+    /// default rule's dollar threshold is `detect.min_change_abs`.
     pub noise_floor: f64,
     /// Removed: deliveries retry until `backoff.deadline`, however many attempts that takes.
     /// Kept only to refuse a file that still sets it with a message naming the key.

@@ -124,7 +124,8 @@ impl WindowsConfig {
 pub struct DetectConfig {
     /// A drop alerts when it is at least this many percent of the previous price...
     pub min_drop_percent: f64,
-    /// ...and at least this many dollars (the noise floor: ±1 cent never alerts).
+    /// ...and at least this many dollars: the default rule's dollar threshold, never below one
+    /// cent (±1 cent never alerts). User watches have their own floor, `alert.noise_floor`.
     pub min_change_abs: f64,
     /// Also raise an alert on increases that pass both thresholds.
     pub alert_on_increase: bool,

@@ -1,15 +1,17 @@
 //! The shapes that flow through ConScope: [`PriceEvent`] (the raw_prices wire format of the first
 //! ConScope), [`Change`] (what detect found), [`Alert`] (what the price_alerts topic carries).
 //!
-//! Prices are held as whole cents (`i64`) so that "unchanged" is exact and the noise floor is
-//! not at the mercy of float rounding; they are dollars with two decimals on the wire and in SQL.
+//! Prices are held as whole cents so that "unchanged" is exact and the noise floor is not at
+//! the mercy of float rounding; they are dollars with two decimals on the wire and in SQL.
+//! [`money`] owns every conversion: [`Cents`] at the edges (sources, web, alert text, store),
+//! bare `i64` cents in the records the detector touches per event.
 
 pub mod limits;
 pub mod money;
 mod texts;
 pub mod window;
 
-pub use money::{cents, opt_cents};
+pub use money::{Cents, cents, opt_cents};
 
 use std::sync::Arc;
 
@@ -471,8 +473,8 @@ mod tests {
 
     #[test]
     fn cents_round_to_the_nearest_cent() {
-        assert_eq!(cents::from_dollars(142.5), Some(14_250));
-        assert_eq!(cents::from_dollars(0.015), Some(2));
-        assert_eq!(cents::from_dollars(f64::NAN), None);
+        assert_eq!(Cents::from_dollars(142.5), Some(Cents(14_250)));
+        assert_eq!(Cents::from_dollars(0.015), Some(Cents(2)));
+        assert_eq!(Cents::from_dollars(f64::NAN), None);
     }
 }

@@ -130,7 +130,7 @@ fn record() -> impl Strategy<Value = Vec<u8>> {
             ("event_name", Value::from("Show")),
             ("venue", Value::from("Hall")),
             ("source", Value::from("mock")),
-            ("price", Value::from(price as f64 / 100.0)),
+            ("price", Value::from(crate::model::Cents(price).to_dollars())),
             ("timestamp", Value::from(when)),
             ("listing_id", Value::from(listing)),
         ] {

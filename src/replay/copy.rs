@@ -14,6 +14,7 @@ use serde::Serialize;
 use std::time::Instant;
 use tokio_postgres::Client;
 
+use crate::rate::Rate;
 use crate::store::StoreError;
 
 /// The columns ConScope's writer copies into price_history, in its order.
@@ -147,6 +148,6 @@ async fn bare_copy(
         rows,
         bytes,
         seconds,
-        rows_per_s: rows as f64 / seconds.max(1e-9),
+        rows_per_s: Rate::new(rows, seconds).per_second(),
     })
 }

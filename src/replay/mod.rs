@@ -72,6 +72,7 @@ use crate::pipeline::detect::{PriceCache, Rules};
 use crate::pipeline::ingest::parse::Parser;
 use crate::pipeline::persist::windows as persist_windows;
 use crate::pipeline::persist::writer;
+use crate::rate::Rate;
 use crate::store::{self, StoreError, migrate, offsets, warm};
 use crate::usage;
 use copy::Ceilings;
@@ -390,7 +391,7 @@ pub async fn run(cfg: &Config, args: &ReplayArgs) -> Result<ReplayFigures, Repla
     } else {
         None
     };
-    let events_per_s = rows as f64 / seconds.max(1e-9);
+    let events_per_s = Rate::new(rows, seconds).per_second();
     Ok(ReplayFigures {
         file: args.file.display().to_string(),
         consumer: source.consumer,

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::kafka;
 use crate::metrics::Metrics;
+use crate::rate::Rate;
 use crate::store;
 
 pub async fn run(
@@ -39,7 +40,7 @@ pub async fn run(
         }
         let snap = metrics.snapshot();
         let secs = cfg.pipeline.metrics_interval.as_secs_f64();
-        let rate = (snap.persist_records - previous.persist_records) as f64 / secs;
+        let rate = Rate::new(snap.persist_records - previous.persist_records, secs).per_second();
         let lag: i64 = snap.lag.values().sum();
         tracing::info!(
             events_per_s = format!("{rate:.0}"),

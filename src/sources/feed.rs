@@ -20,7 +20,12 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::config::SimulatedConfig;
-use crate::model::{PriceEvent, PriceEventFields};
+use crate::model::{Cents, PriceEvent, PriceEventFields};
+
+/// The cheapest a simulated listing gets ($1.00).
+const FLOOR: Cents = Cents(100);
+/// The dearest a simulated listing gets ($50,000.00).
+const CEILING: Cents = Cents(5_000_000);
 
 /// What one observation did to its listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +95,7 @@ struct Listing {
     row: u32,
     seat: u32,
     source: usize,
-    price_cents: i64,
+    price: Cents,
     seen: bool,
 }
 
@@ -149,7 +154,7 @@ impl Feed {
             row: self.rng.gen_range(1..=rows),
             seat: self.rng.gen_range(1..=30),
             source: self.rng.gen_range(0..SOURCES.len()),
-            price_cents: (price * 100.0).round().max(100.0) as i64,
+            price: Cents::from_dollars(price).unwrap_or(FLOOR).max(FLOOR),
             seen: false,
         }
     }
@@ -172,7 +177,7 @@ impl Feed {
         let mut resumed = 0;
         for l in &mut self.listings {
             if let Some(&price) = stored.get(&l.id) {
-                l.price_cents = price;
+                l.price = Cents(price);
                 l.seen = true;
                 resumed += 1;
             }
@@ -204,10 +209,10 @@ impl Feed {
             l.seen = true;
             Move::New
         } else if roll < self.drop_p {
-            l.price_cents = ((l.price_cents as f64) * (1.0 - step)).round().max(100.0) as i64;
+            l.price = l.price.scaled(1.0 - step).max(FLOOR);
             Move::Drop
         } else if roll < self.drop_p + self.rise_p {
-            l.price_cents = ((l.price_cents as f64) * (1.0 + step)).round().min(5_000_000.0) as i64;
+            l.price = l.price.scaled(1.0 + step).min(CEILING);
             Move::Rise
         } else {
             Move::Same
@@ -218,7 +223,7 @@ impl Feed {
 
     fn event_of(&self, l: &Listing, now: DateTime<Utc>) -> PriceEvent {
         let (event_id, name, venue, _) = SHOWS[l.show];
-        let fees = l.price_cents * 15 / 100;
+        let fees = l.price.percent(15);
         let listing_id = format!("{}{}", self.id_prefix(), l.id);
         PriceEvent::from(PriceEventFields {
             event_id: event_id.into(),
@@ -229,9 +234,9 @@ impl Feed {
             section: TIERS[l.tier].0.into(),
             row: l.row.to_string().into(),
             seat: l.seat.to_string().into(),
-            price: l.price_cents,
-            fees: Some(fees),
-            total_price: l.price_cents + fees,
+            price: l.price.0,
+            fees: Some(fees.0),
+            total_price: l.price.0 + fees.0,
             timestamp: now,
             listing_url: Some(format!("https://tickets.example/{event_id}/{listing_id}").into()),
             listing_id: Some(listing_id.into()),
@@ -254,9 +259,9 @@ pub fn to_wire_json(event: &PriceEvent) -> Vec<u8> {
         "section": event.section(),
         "row": event.row(),
         "seat": event.seat(),
-        "price": event.price as f64 / 100.0,
-        "fees": event.fees.map(|f| f as f64 / 100.0),
-        "total_price": event.total_price as f64 / 100.0,
+        "price": Cents(event.price),
+        "fees": event.fees.map(Cents),
+        "total_price": Cents(event.total_price),
         "timestamp": naive(&event.timestamp),
         "listing_id": event.listing_id(),
         "listing_url": event.listing_url(),

@@ -9,19 +9,14 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::HeaderMap;
 
 use crate::backoff::Backoff;
 use crate::config::BackoffConfig;
 
-/// The longest `Retry-After` honoured as given; longer asks are cut to this.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3_600);
 /// How much of an error answer's body is quoted in the error.
 const SNIPPET_CHARS: usize = 160;
-/// Highest price PostgreSQL's `numeric(10,2)` columns hold, in cents (99999999.99 dollars).
-const MAX_PRICE_CENTS: i64 = 9_999_999_999;
 
 /// Why one poll of a marketplace API failed. `api` names the marketplace (`seatgeek`).
 #[derive(Debug, thiserror::Error)]
@@ -175,20 +170,6 @@ pub fn is_transient(status: StatusCode) -> bool {
     status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
 }
 
-/// `Retry-After` as a wait: delay-seconds or an HTTP date (a date in the past is no wait),
-/// capped at [`MAX_RETRY_AFTER`]. `None` when absent or unreadable.
-pub fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    let wait = match value.parse::<u64>() {
-        Ok(secs) => Duration::from_secs(secs),
-        Err(_) => {
-            let at = DateTime::parse_from_rfc2822(value).ok()?.with_timezone(&Utc);
-            (at - now).to_std().unwrap_or(Duration::ZERO)
-        }
-    };
-    Some(wait.min(MAX_RETRY_AFTER))
-}
-
 /// The start of an error answer's body, on one line, with every credential replaced.
 pub fn snippet(body: &[u8], secrets: &[&str]) -> String {
     let text = String::from_utf8_lossy(body);
@@ -216,39 +197,14 @@ pub fn lenient_price<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f6
 
 /// Dollars to whole cents when the price can be stored (more than 0, below the column's limit).
 pub fn price_cents(dollars: Option<f64>) -> Option<i64> {
-    crate::model::cents::from_dollars(dollars?).filter(|c| (1..=MAX_PRICE_CENTS).contains(c))
+    crate::model::Cents::from_dollars(dollars?)
+        .filter(|c| c.is_price())
+        .map(|c| c.0)
 }
 
 #[cfg(test)]
 mod tests {
-    use reqwest::header::HeaderValue;
-
     use super::*;
-
-    fn headers(retry_after: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(RETRY_AFTER, HeaderValue::from_str(retry_after).expect("header"));
-        h
-    }
-
-    #[test]
-    fn retry_after_reads_seconds_and_http_dates() {
-        let now = DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z")
-            .expect("time")
-            .with_timezone(&Utc);
-        assert_eq!(retry_after(&headers("1"), now), Some(Duration::from_secs(1)));
-        assert_eq!(
-            retry_after(&headers("Sat, 21 Nov 2026 10:00:30 GMT"), now),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(
-            retry_after(&headers("Sat, 21 Nov 2026 09:00:00 GMT"), now),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(retry_after(&headers("999999"), now), Some(MAX_RETRY_AFTER));
-        assert_eq!(retry_after(&headers("soon"), now), None);
-        assert_eq!(retry_after(&HeaderMap::new(), now), None);
-    }
 
     #[test]
     fn snippets_hide_credentials_and_stay_short() {

@@ -173,7 +173,7 @@ impl SeatGeek {
         if http::is_transient(status) || status == StatusCode::FORBIDDEN {
             Attempt::Retry {
                 error,
-                after: http::retry_after(&answer.headers, Utc::now()),
+                after: crate::retry_after::from_headers(&answer.headers, Utc::now()),
             }
         } else {
             Attempt::Fail(error)

@@ -217,7 +217,7 @@ impl Ticketmaster {
                 key: "sources.ticketmaster.api_key",
             });
         }
-        let retry_after = http::retry_after(&answer.headers, Utc::now());
+        let retry_after = crate::retry_after::from_headers(&answer.headers, Utc::now());
         let error = PollError::Status {
             api: API,
             status: status.as_u16(),

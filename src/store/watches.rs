@@ -5,11 +5,11 @@
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 use super::StoreError;
+use crate::model::Cents;
 
 /// What makes a watch fire (the `trigger_type` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,9 +59,9 @@ pub struct NewWatch {
     pub event_name_pattern: Option<String>,
     pub section: Option<String>,
     pub max_row: Option<String>,
-    pub max_price_cents: Option<i64>,
+    pub max_price_cents: Option<Cents>,
     pub trigger_type: TriggerType,
-    pub target_price_cents: Option<i64>,
+    pub target_price_cents: Option<Cents>,
     pub drop_percent: Option<f64>,
     pub lookback_days: Option<i32>,
     pub channel: String,
@@ -96,7 +96,7 @@ const COLUMNS: &str = "id, user_id, event_id, event_name_pattern, section, max_r
     cooldown_seconds, active, created_at, last_triggered";
 
 fn watch(r: &tokio_postgres::Row) -> Watch {
-    let dollars = |d: Option<Decimal>| d.and_then(|d| d.to_f64());
+    let dollars = |d: Option<Decimal>| d.map(|d| Cents::from_decimal(d).to_dollars());
     Watch {
         id: r.get(0),
         user_id: r.get(1),
@@ -131,7 +131,6 @@ pub async fn list(c: &Client, limit: i64) -> Result<Vec<Watch>, StoreError> {
 }
 
 pub async fn insert(c: &Client, w: &NewWatch) -> Result<Watch, StoreError> {
-    let cents = |c: Option<i64>| c.map(|c| Decimal::new(c, 2));
     let row = c
         .query_one(
             &format!(
@@ -147,9 +146,9 @@ pub async fn insert(c: &Client, w: &NewWatch) -> Result<Watch, StoreError> {
                 &w.event_name_pattern,
                 &w.section,
                 &w.max_row,
-                &cents(w.max_price_cents),
+                &w.max_price_cents.map(Cents::to_decimal),
                 &w.trigger_type.as_str(),
-                &cents(w.target_price_cents),
+                &w.target_price_cents.map(Cents::to_decimal),
                 &w.drop_percent,
                 &w.lookback_days,
                 &w.channel,

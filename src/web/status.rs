@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::WebState;
 use crate::metrics::{ChannelFill, Metrics};
+use crate::rate::Rate;
 
 /// How far back the events-per-second rate looks.
 const RATE_WINDOW: Duration = Duration::from_secs(10);
@@ -45,7 +46,7 @@ impl RateMeter {
         let s = self.samples.lock().unwrap_or_else(|p| p.into_inner());
         match (s.front(), s.back()) {
             (Some((t0, v0)), Some((t1, v1))) if t1 > t0 => {
-                v1.saturating_sub(*v0) as f64 / t1.duration_since(*t0).as_secs_f64()
+                Rate::new(v1.saturating_sub(*v0), t1.duration_since(*t0).as_secs_f64()).per_second()
             }
             _ => 0.0,
         }

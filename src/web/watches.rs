@@ -16,10 +16,9 @@ use serde_json::json;
 use super::WebState;
 use super::auth::require_token;
 use super::error::ApiError;
+use crate::model::Cents;
 use crate::store::watches::{self, NewWatch, TriggerType, Watch};
 
-/// Largest price a `numeric(10,2)` column holds.
-const MAX_PRICE: f64 = 99_999_999.99;
 const MAX_TEXT: usize = 200;
 const MAX_COOLDOWN_SECONDS: i64 = 30 * 86_400;
 const DEFAULT_COOLDOWN_SECONDS: i32 = 21_600;
@@ -62,15 +61,19 @@ fn text(problems: &mut Vec<String>, key: &str, v: Option<String>) -> Option<Stri
     Some(v)
 }
 
-fn price(problems: &mut Vec<String>, key: &str, v: Option<f64>) -> Option<i64> {
+fn price(problems: &mut Vec<String>, key: &str, v: Option<f64>) -> Option<Cents> {
     let v = v?;
-    if !(v.is_finite() && v > 0.0 && v <= MAX_PRICE) {
-        problems.push(format!(
-            "{key}: must be a price in dollars above 0 and at most {MAX_PRICE}"
-        ));
-        return None;
+    // Largest price a `numeric(10,2)` column holds, in dollars.
+    let max = Cents::MAX_PRICE.to_dollars();
+    match Cents::from_dollars(v) {
+        Some(c) if v > 0.0 && v <= max => Some(c),
+        _ => {
+            problems.push(format!(
+                "{key}: must be a price in dollars above 0 and at most {max}"
+            ));
+            None
+        }
     }
-    Some((v * 100.0).round() as i64)
 }
 
 impl WatchRequest {
@@ -265,7 +268,7 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(w.trigger_type, TriggerType::AtOrBelow);
-        assert_eq!(w.target_price_cents, Some(12_050));
+        assert_eq!(w.target_price_cents, Some(Cents(12_050)));
         assert_eq!(w.cooldown_seconds, DEFAULT_COOLDOWN_SECONDS);
         assert!(w.notify_on_first_sight);
     }

@@ -29,14 +29,12 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use super::AlertMessage;
 use crate::config::{DetectConfig, NotifierConfig, NotifierKind, redact_webhook_url};
+use crate::retry_after::{self, MAX_RETRY_AFTER};
 
 /// Longest error text kept from a response body.
 const MAX_ERROR_BODY: usize = 300;
 /// Longest response body read at all.
 const MAX_BODY_BYTES: usize = 64 * 1024;
-/// `retry_after` values above this are taken as this (a broken header must not park a channel
-/// for days).
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// One HTTP request to make: which alerts it carries and its JSON body.
 #[derive(Debug, Clone, PartialEq)]
@@ -136,15 +134,9 @@ impl Outcome {
     }
 }
 
+/// A header read as `Retry-After` is (seconds or an HTTP date, capped).
 fn header_secs(headers: &HeaderMap, name: &str) -> Option<Duration> {
-    let v = headers.get(name)?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)));
-    }
-    // Retry-After may also be an HTTP date.
-    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let secs = (when.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_milliseconds();
-    Some(Duration::from_millis(secs.max(0) as u64))
+    retry_after::parse(headers.get(name)?.to_str().ok()?, chrono::Utc::now())
 }
 
 /// Read the rate-limit headers of an answer.
@@ -167,10 +159,9 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &str) -> Outcome {
             let from_body = serde_json::from_str::<serde_json::Value>(body)
                 .ok()
                 .and_then(|v| v.get("retry_after").and_then(serde_json::Value::as_f64))
-                .filter(|s| s.is_finite() && *s >= 0.0)
-                .map(|s| Duration::from_secs_f64(s.min(3600.0)));
+                .and_then(retry_after::seconds);
             let retry_after = from_body
-                .or_else(|| header_secs(headers, "retry-after"))
+                .or_else(|| retry_after::from_headers(headers, chrono::Utc::now()))
                 .unwrap_or(Duration::from_secs(1))
                 .min(MAX_RETRY_AFTER);
             Outcome::RateLimited { status, retry_after }

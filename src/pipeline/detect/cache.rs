@@ -10,6 +10,7 @@ use compact_str::CompactString;
 use dashmap::{DashMap, SharedValue};
 
 pub use crate::model::ListingState;
+use crate::model::money::change_percent;
 use crate::model::{Change, ChangeKind};
 
 /// aHash instead of SipHash: lookups are the hot path. Keys are `CompactString`s, which keep
@@ -65,7 +66,7 @@ impl PriceCache {
                 kind,
                 previous_cents: Some(previous),
                 change_cents,
-                change_pct: change_cents as f64 * 100.0 / previous as f64,
+                change_pct: change_percent(change_cents, previous),
             };
             return (change, *state);
         }

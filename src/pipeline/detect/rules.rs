@@ -1,15 +1,16 @@
 //! The default alert rule from `[detect]`: which changes are worth an alert.
 //!
 //! A change alerts when it is a drop (or, if enabled, an increase) of at least
-//! `min_drop_percent` percent **and** at least `min_change_abs` dollars. The absolute floor is
-//! the noise filter: with the defaults a ±1 cent move never alerts, whatever its percent. A
+//! `min_drop_percent` percent **and** at least `min_change_abs` dollars. The dollar threshold,
+//! never below one cent, is this rule's noise filter: a ±1 cent move never alerts, whatever its
+//! percent. (User watches have their own floor, `alert.noise_floor`, in `alert::rules`.) A
 //! first sighting is the baseline and never alerts, and neither does an observation older than
 //! the listing's last one ([`ChangeKind::OutOfOrder`]): it is history, not the current price.
 
 use compact_str::CompactString;
 
 use crate::config::DetectConfig;
-use crate::model::{Change, ChangeKind, cents};
+use crate::model::{Cents, Change, ChangeKind};
 
 #[derive(Debug, Clone)]
 pub struct Rules {
@@ -25,7 +26,7 @@ impl Rules {
         Self {
             min_drop_percent: cfg.min_drop_percent,
             // A zero floor would alert on any move; one cent is the smallest real change.
-            min_change_cents: cents::from_dollars(cfg.min_change_abs).unwrap_or(0).max(1),
+            min_change_cents: Cents::from_dollars(cfg.min_change_abs).map_or(0, |c| c.0).max(1),
             alert_on_increase: cfg.alert_on_increase,
             rule_name: cfg.rule_name.as_str().into(),
         }
@@ -124,7 +125,7 @@ mod tests {
             let c = change(previous, now);
             let fired = rules().evaluate(&c).is_some();
             let drop = previous - now;
-            let expected = drop >= 500 && drop as f64 * 100.0 / previous as f64 >= 10.0;
+            let expected = drop >= 500 && crate::model::money::change_percent(drop, previous) >= 10.0;
             prop_assert_eq!(fired, expected);
         }
     }

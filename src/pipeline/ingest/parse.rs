@@ -28,8 +28,8 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeDelta, Utc};
 use simd_json::prelude::*;
 use simd_json::{Buffers, Tape, tape::Value};
 
+use crate::model::Cents;
 use crate::model::limits::{self, MAX_VALUE_BYTES};
-use crate::model::money::{MAX_PRICE_CENTS, cents};
 use crate::model::{PriceEvent, Texts};
 
 /// Each text's field name and byte limit, in [`Texts`] order.
@@ -280,14 +280,14 @@ fn finish(f: Fields<'_>, memo: &mut Memo, clock: &mut Clock) -> Result<Arc<Price
     if price <= 0 {
         return Err(invalid("price", "must be greater than 0"));
     }
-    if price > MAX_PRICE_CENTS {
+    if price > Cents::MAX_PRICE.0 {
         return Err(invalid("price", "is above 99999999.99"));
     }
-    if f.fees.is_some_and(|c| !(0..=MAX_PRICE_CENTS).contains(&c)) {
+    if f.fees.is_some_and(|c| !Cents(c).is_storable()) {
         return Err(invalid("fees", "must be between 0 and 99999999.99"));
     }
     let total_price = f.total_price.unwrap_or(price + f.fees.unwrap_or(0));
-    if !(0..=MAX_PRICE_CENTS).contains(&total_price) {
+    if !Cents(total_price).is_storable() {
         return Err(invalid("total_price", "must be between 0 and 99999999.99"));
     }
     let quantity = f.quantity.unwrap_or(1);
@@ -420,8 +420,8 @@ fn amount(v: &Value<'_, '_>, field: &'static str) -> Result<Option<i64>, ParseEr
     if !dollars.is_finite() {
         return Err(invalid(field, "must be a finite number"));
     }
-    cents::from_dollars(dollars)
-        .map(Some)
+    Cents::from_dollars(dollars)
+        .map(|c| Some(c.0))
         .ok_or_else(|| invalid(field, "is out of range"))
 }
 

@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::kafka::KafkaError;
 use crate::kafka::produce::TopicProducer;
 use crate::metrics::Metrics;
-use crate::model::money::cents_of;
+use crate::model::money::{cents_of, change_percent};
 use crate::model::{ChangeKind, PriceEvent, PriceEventFields, ProcessedPrice};
 use crate::pipeline::messages::CommittedBatch;
 use crate::store::offsets::ENGINE_CONSUMER;
@@ -309,7 +309,7 @@ async fn unpublished_processed(
                 }),
                 previous_price: previous,
                 change,
-                change_pct: previous.map_or(0.0, |p| change as f64 * 100.0 / p as f64),
+                change_pct: previous.map_or(0.0, |p| change_percent(change, p)),
                 change_kind: kind,
                 source_partition: partition,
                 source_offset: r.get(18),

@@ -11,6 +11,7 @@ use rskafka::client::partition::{OffsetAt, PartitionClient};
 use crate::BenchError;
 use conscope::config::KafkaConfig;
 use conscope::kafka::{self, KafkaError};
+use conscope::rate::Rate;
 
 /// What one bare fetch of a whole topic took.
 #[derive(Debug, Clone, Serialize)]
@@ -47,7 +48,7 @@ pub async fn bare_fetch(
         fetches: counts.iter().map(|c| c.2).sum(),
         bytes: counts.iter().map(|c| c.1).sum(),
         seconds,
-        records_per_s: records as f64 / seconds.max(1e-9),
+        records_per_s: Rate::new(records, seconds).per_second(),
     })
 }
 

@@ -12,6 +12,7 @@ use crate::scratch::Scratch;
 use crate::{BenchError, RunArgs};
 use conscope::config::Config;
 use conscope::kafka::{self, topics};
+use conscope::rate::Rate;
 use conscope::sources::simulated;
 use tokio_util::sync::CancellationToken;
 
@@ -93,7 +94,7 @@ impl Producer {
         Ok(ProduceFigures {
             events: self.events,
             seconds,
-            events_per_s: self.events as f64 / seconds.max(1e-9),
+            events_per_s: Rate::new(self.events, seconds).per_second(),
             rate_target: self.rate,
         })
     }

@@ -30,6 +30,7 @@ use crate::{BenchError, RunArgs};
 use conscope::metrics::Metrics;
 use conscope::pipeline::detect::PriceCache;
 use conscope::pipeline::engine::{self, EngineContext};
+use conscope::rate::Rate;
 use conscope::store::{self, StoreError};
 use conscope::usage::{self, RssSample};
 
@@ -297,9 +298,9 @@ async fn measure(
     let cpu_seconds = after.cpu_since(&before);
     let pipeline = PipelineFigures {
         seconds,
-        events_per_s: args.events as f64 / seconds.max(1e-9),
+        events_per_s: Rate::new(args.events, seconds).per_second(),
         rows_persisted,
-        rows_per_s: rows_persisted as f64 / seconds.max(1e-9),
+        rows_per_s: Rate::new(u64::try_from(rows_persisted).unwrap_or(0), seconds).per_second(),
         listing_state_rows,
         alerts_raised: metrics.counters.alerts_raised.load(Relaxed),
         alert_rows,
