@@ -9,6 +9,13 @@
 //! starts failing and ends when the last one succeeds, with one WARN for each, while the retries
 //! themselves log at DEBUG. Metrics and `/health/ready` read it.
 //!
+//! [`Backoff::retry`] and [`Backoff::retry_until_cancelled`] are the one retry loop: every
+//! caller that tries again (ingest, the alert consumer, persist, the sender, produce, the HTTP
+//! sources, the evaluator, the engine's start-up steps) runs its attempt through them, with a
+//! [`Verdict`] saying how each failure is treated. They wait with `tokio::time`, so tests with
+//! paused time drive them. A sequence not tracked by an outage says once, at WARN, that it
+//! started failing and once, at INFO, that it succeeded again; the retries between are DEBUG.
+//!
 //! ```text
 //!  caller A ─ fail ─► Outage{failing: 1} ── WARN "unavailable" (outages_total += 1)
 //!  caller B ─ fail ─► Outage{failing: 2}
@@ -20,16 +27,48 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::BackoffConfig;
+use crate::logging::chain;
+
+/// How a retry loop treats one failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The dependency is unavailable: counts towards the sequence's [`Outage`] (when tracked;
+    /// otherwise as [`Verdict::Retry`]) and is tried again after the backoff's delay.
+    Outage,
+    /// This call's own failure: tried again after the backoff's delay.
+    Retry,
+    /// Tried again after the wait the other side asked for (`Retry-After`), capped by the
+    /// caller.
+    RetryAfter(Duration),
+    /// Retrying cannot help: the error is returned at once.
+    Fail,
+}
+
+impl Verdict {
+    /// Every failure is an outage of the dependency: what most callers want.
+    pub fn outage<E>(_: &E) -> Verdict {
+        Verdict::Outage
+    }
+}
+
+/// Why [`Backoff::run`] stopped without a value.
+enum Stop<E, C> {
+    Failed(E),
+    Cancelled(C),
+}
 
 #[derive(Debug)]
 pub struct Backoff {
     config: BackoffConfig,
     next: Duration,
-    started: Instant,
+    started: tokio::time::Instant,
     attempts: u32,
     outage: Option<Caller>,
+    /// When the current run of failures began (untracked sequences log its end).
+    failing_since: Option<tokio::time::Instant>,
 }
 
 impl Backoff {
@@ -37,9 +76,10 @@ impl Backoff {
         Self {
             config: config.clone(),
             next: config.initial,
-            started: Instant::now(),
+            started: tokio::time::Instant::now(),
             attempts: 0,
             outage: None,
+            failing_since: None,
         }
     }
 
@@ -92,8 +132,119 @@ impl Backoff {
             outage.succeeded();
         }
         self.next = self.config.initial;
-        self.started = Instant::now();
+        self.started = tokio::time::Instant::now();
         self.attempts = 0;
+        self.failing_since = None;
+    }
+
+    /// Run `attempt` until it succeeds, a failure's [`Verdict`] is [`Verdict::Fail`], or the
+    /// deadline passes (then the last error is returned). A success resets the sequence.
+    pub async fn retry<T, E>(
+        &mut self,
+        what: &'static str,
+        verdict: impl FnMut(&E) -> Verdict,
+        attempt: impl AsyncFnMut() -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: std::error::Error + 'static,
+    {
+        let never = std::future::pending::<std::convert::Infallible>();
+        match self.run(what, never, verdict, attempt).await {
+            Ok(v) => Ok(v),
+            Err(Stop::Failed(e)) => Err(e),
+            Err(Stop::Cancelled(never)) => match never {},
+        }
+    }
+
+    /// As [`Backoff::retry`], but `cancel` stops an attempt or a wait at once: `Ok(None)`.
+    pub async fn retry_until_cancelled<T, E>(
+        &mut self,
+        cancel: &CancellationToken,
+        what: &'static str,
+        verdict: impl FnMut(&E) -> Verdict,
+        attempt: impl AsyncFnMut() -> Result<T, E>,
+    ) -> Result<Option<T>, E>
+    where
+        E: std::error::Error + 'static,
+    {
+        match self.run(what, cancel.cancelled(), verdict, attempt).await {
+            Ok(v) => Ok(Some(v)),
+            Err(Stop::Failed(e)) => Err(e),
+            Err(Stop::Cancelled(())) => Ok(None),
+        }
+    }
+
+    async fn run<T, E, C>(
+        &mut self,
+        what: &'static str,
+        cancelled: impl Future<Output = C>,
+        mut verdict: impl FnMut(&E) -> Verdict,
+        mut attempt: impl AsyncFnMut() -> Result<T, E>,
+    ) -> Result<T, Stop<E, C>>
+    where
+        E: std::error::Error + 'static,
+    {
+        let mut cancelled = std::pin::pin!(cancelled);
+        loop {
+            let result = tokio::select! {
+                biased;
+                c = &mut cancelled => return Err(Stop::Cancelled(c)),
+                r = attempt() => r,
+            };
+            let error = match result {
+                Ok(v) => {
+                    self.succeeded(what);
+                    return Ok(v);
+                }
+                Err(e) => e,
+            };
+            let Some(delay) = self.after_failure(what, verdict(&error), &error) else {
+                return Err(Stop::Failed(error));
+            };
+            tokio::select! {
+                biased;
+                c = &mut cancelled => return Err(Stop::Cancelled(c)),
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// Report and log one failure; the wait before the next attempt, `None` to give up.
+    fn after_failure(
+        &mut self,
+        what: &'static str,
+        verdict: Verdict,
+        error: &(dyn std::error::Error + 'static),
+    ) -> Option<Duration> {
+        let delay = match verdict {
+            Verdict::Fail => return None,
+            Verdict::Outage | Verdict::Retry => self.next_delay()?,
+            Verdict::RetryAfter(wait) => {
+                self.next_delay()?;
+                wait
+            }
+        };
+        let error = chain(error);
+        let by_outage = verdict == Verdict::Outage && self.outage.is_some();
+        if let (true, Some(outage)) = (by_outage, &mut self.outage) {
+            outage.failed(&error);
+        }
+        if self.failing_since.is_none() && !by_outage {
+            tracing::warn!(what, error = %error, retry_in = ?delay, "failed; retrying (retries are logged at DEBUG)");
+        } else {
+            tracing::debug!(what, error = %error, retry_in = ?delay, attempt = self.attempts, "failed again; retrying");
+        }
+        self.failing_since.get_or_insert_with(tokio::time::Instant::now);
+        Some(delay)
+    }
+
+    fn succeeded(&mut self, what: &'static str) {
+        if let Some(since) = self.failing_since
+            && self.outage.as_ref().is_none_or(|o| !o.failing)
+        {
+            tracing::info!(what, attempts = self.attempts, failing_for = ?since.elapsed(), "succeeded again");
+        }
+        self.reset();
     }
 
     /// The delay before retry number `attempt` (1 for the first retry) of work whose attempts
@@ -325,5 +476,126 @@ mod tests {
         };
         let delays: Vec<_> = (1..=6).map(|a| Backoff::delay_for_attempt(&config, a)).collect();
         assert_eq!(delays, [1, 2, 4, 8, 10, 10].map(Duration::from_secs));
+    }
+
+    fn fixed(initial_ms: u64, deadline: Duration) -> BackoffConfig {
+        BackoffConfig {
+            initial: Duration::from_millis(initial_ms),
+            max: Duration::from_secs(60),
+            multiplier: 2.0,
+            jitter: 0.0,
+            deadline,
+        }
+    }
+
+    fn refused() -> std::io::Error {
+        std::io::Error::other("connection refused")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_waits_the_backoff_between_attempts_and_returns_the_success() {
+        let mut b = Backoff::new(&fixed(100, BackoffConfig::NO_DEADLINE));
+        let start = tokio::time::Instant::now();
+        let mut calls = 0;
+        let v = b
+            .retry("test call", Verdict::outage, async || {
+                calls += 1;
+                if calls < 3 { Err(refused()) } else { Ok(calls) }
+            })
+            .await
+            .expect("third attempt succeeds");
+        assert_eq!(v, 3);
+        // 100 ms, then 200 ms (no jitter): paused time advanced exactly by the waits.
+        assert_eq!(start.elapsed(), Duration::from_millis(300));
+        assert_eq!(b.attempts(), 0, "a success starts a new sequence");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fail_verdict_returns_at_once_and_a_deadline_gives_up_with_the_last_error() {
+        let mut b = Backoff::new(&fixed(100, BackoffConfig::NO_DEADLINE));
+        let mut calls = 0;
+        let r: Result<(), _> = b
+            .retry(
+                "test call",
+                |_| Verdict::Fail,
+                async || {
+                    calls += 1;
+                    Err(refused())
+                },
+            )
+            .await;
+        assert!(r.is_err());
+        assert_eq!(calls, 1);
+
+        let mut b = Backoff::new(&fixed(100, Duration::from_millis(250)));
+        let mut calls = 0;
+        let r: Result<(), _> = b
+            .retry("test call", Verdict::outage, async || {
+                calls += 1;
+                Err(std::io::Error::other(format!("refused #{calls}")))
+            })
+            .await;
+        // Waits 100 ms, then 200 ms would pass the 250 ms deadline: two attempts.
+        assert_eq!(r.expect_err("gave up").to_string(), "refused #2");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_replaces_the_backoffs_delay() {
+        let mut b = Backoff::new(&fixed(100, BackoffConfig::NO_DEADLINE));
+        let start = tokio::time::Instant::now();
+        let mut calls = 0;
+        b.retry(
+            "test call",
+            |_| Verdict::RetryAfter(Duration::from_secs(7)),
+            async || {
+                calls += 1;
+                if calls < 2 { Err(refused()) } else { Ok(()) }
+            },
+        )
+        .await
+        .expect("second attempt succeeds");
+        assert_eq!(start.elapsed(), Duration::from_secs(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelling_stops_a_wait_at_once() {
+        let mut b = Backoff::new(&fixed(10_000, BackoffConfig::NO_DEADLINE));
+        let cancel = CancellationToken::new();
+        let canceller = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            canceller.cancel();
+        });
+        let start = tokio::time::Instant::now();
+        let r: Result<Option<()>, _> = b
+            .retry_until_cancelled(&cancel, "test call", Verdict::outage, async || Err(refused()))
+            .await;
+        assert!(matches!(r, Ok(None)), "cancelled, not failed");
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(1),
+            "the 10 s wait was cut short"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_of_a_tracked_sequence_count_towards_its_outage_until_it_succeeds() {
+        let outage = Arc::new(Outage::new("the broker"));
+        let mut b = Backoff::tracked(&fixed(100, BackoffConfig::NO_DEADLINE), &outage, "ingest");
+        let seen = Arc::clone(&outage);
+        let mut calls = 0;
+        b.retry("fetch", Verdict::outage, async || {
+            calls += 1;
+            if calls == 1 {
+                return Err(refused());
+            }
+            // The second attempt runs while the first failure's outage is in progress.
+            assert_eq!(seen.now().map(|n| n.error), Some("connection refused".into()));
+            Ok(())
+        })
+        .await
+        .expect("succeeds");
+        assert_eq!(outage.now(), None, "the success ended the outage");
+        assert_eq!(outage.count(), 1);
     }
 }
