@@ -139,13 +139,14 @@ impl Backoff {
 
     /// Run `attempt` until it succeeds, a failure's [`Verdict`] is [`Verdict::Fail`], or the
     /// deadline passes (then the last error is returned). A success resets the sequence.
-    pub async fn retry<T, E>(
+    pub async fn retry<T, E, Fut>(
         &mut self,
         what: &'static str,
         verdict: impl FnMut(&E) -> Verdict,
-        attempt: impl AsyncFnMut() -> Result<T, E>,
+        attempt: impl FnMut() -> Fut,
     ) -> Result<T, E>
     where
+        Fut: Future<Output = Result<T, E>>,
         E: std::error::Error + 'static,
     {
         let never = std::future::pending::<std::convert::Infallible>();
@@ -157,14 +158,15 @@ impl Backoff {
     }
 
     /// As [`Backoff::retry`], but `cancel` stops an attempt or a wait at once: `Ok(None)`.
-    pub async fn retry_until_cancelled<T, E>(
+    pub async fn retry_until_cancelled<T, E, Fut>(
         &mut self,
         cancel: &CancellationToken,
         what: &'static str,
         verdict: impl FnMut(&E) -> Verdict,
-        attempt: impl AsyncFnMut() -> Result<T, E>,
+        attempt: impl FnMut() -> Fut,
     ) -> Result<Option<T>, E>
     where
+        Fut: Future<Output = Result<T, E>>,
         E: std::error::Error + 'static,
     {
         match self.run(what, cancel.cancelled(), verdict, attempt).await {
@@ -174,14 +176,15 @@ impl Backoff {
         }
     }
 
-    async fn run<T, E, C>(
+    async fn run<T, E, C, Fut>(
         &mut self,
         what: &'static str,
         cancelled: impl Future<Output = C>,
         mut verdict: impl FnMut(&E) -> Verdict,
-        mut attempt: impl AsyncFnMut() -> Result<T, E>,
+        mut attempt: impl FnMut() -> Fut,
     ) -> Result<T, Stop<E, C>>
     where
+        Fut: Future<Output = Result<T, E>>,
         E: std::error::Error + 'static,
     {
         let mut cancelled = std::pin::pin!(cancelled);
@@ -498,9 +501,10 @@ mod tests {
         let start = tokio::time::Instant::now();
         let mut calls = 0;
         let v = b
-            .retry("test call", Verdict::outage, async || {
+            .retry("test call", Verdict::outage, || {
                 calls += 1;
-                if calls < 3 { Err(refused()) } else { Ok(calls) }
+                let n = calls;
+                async move { if n < 3 { Err(refused()) } else { Ok(n) } }
             })
             .await
             .expect("third attempt succeeds");
@@ -518,9 +522,9 @@ mod tests {
             .retry(
                 "test call",
                 |_| Verdict::Fail,
-                async || {
+                || {
                     calls += 1;
-                    Err(refused())
+                    async { Err(refused()) }
                 },
             )
             .await;
@@ -530,9 +534,10 @@ mod tests {
         let mut b = Backoff::new(&fixed(100, Duration::from_millis(250)));
         let mut calls = 0;
         let r: Result<(), _> = b
-            .retry("test call", Verdict::outage, async || {
+            .retry("test call", Verdict::outage, || {
                 calls += 1;
-                Err(std::io::Error::other(format!("refused #{calls}")))
+                let e = std::io::Error::other(format!("refused #{calls}"));
+                async { Err(e) }
             })
             .await;
         // Waits 100 ms, then 200 ms would pass the 250 ms deadline: two attempts.
@@ -547,9 +552,10 @@ mod tests {
         b.retry(
             "test call",
             |_| Verdict::RetryAfter(Duration::from_secs(7)),
-            async || {
+            || {
                 calls += 1;
-                if calls < 2 { Err(refused()) } else { Ok(()) }
+                let n = calls;
+                async move { if n < 2 { Err(refused()) } else { Ok(()) } }
             },
         )
         .await
@@ -568,7 +574,7 @@ mod tests {
         });
         let start = tokio::time::Instant::now();
         let r: Result<Option<()>, _> = b
-            .retry_until_cancelled(&cancel, "test call", Verdict::outage, async || Err(refused()))
+            .retry_until_cancelled(&cancel, "test call", Verdict::outage, || async { Err(refused()) })
             .await;
         assert!(matches!(r, Ok(None)), "cancelled, not failed");
         assert_eq!(
@@ -584,14 +590,17 @@ mod tests {
         let mut b = Backoff::tracked(&fixed(100, BackoffConfig::NO_DEADLINE), &outage, "ingest");
         let seen = Arc::clone(&outage);
         let mut calls = 0;
-        b.retry("fetch", Verdict::outage, async || {
+        b.retry("fetch", Verdict::outage, || {
             calls += 1;
-            if calls == 1 {
-                return Err(refused());
+            let (n, seen) = (calls, seen.clone());
+            async move {
+                if n == 1 {
+                    return Err(refused());
+                }
+                // The second attempt runs while the first failure's outage is in progress.
+                assert_eq!(seen.now().map(|n| n.error), Some("connection refused".into()));
+                Ok(())
             }
-            // The second attempt runs while the first failure's outage is in progress.
-            assert_eq!(seen.now().map(|n| n.error), Some("connection refused".into()));
-            Ok(())
         })
         .await
         .expect("succeeds");

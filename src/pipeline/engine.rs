@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, Verdict};
 use crate::config::Config;
 use crate::kafka::dlq::Dlq;
 use crate::kafka::{self, KafkaError, topics};
@@ -113,37 +113,19 @@ pub async fn run(ctx: EngineContext, cancel: CancellationToken) -> Result<(), En
 
 /// Retry `attempt` with `backoff` until it succeeds; `Ok(None)` when `cancel` fires first,
 /// `Err` once the backoff's deadline (none by default) has passed.
-async fn until_ok<T, E, F, Fut>(
+async fn until_ok<T, E, Fut>(
     backoff: &mut Backoff,
     cancel: &CancellationToken,
-    mut attempt: F,
+    what: &'static str,
+    attempt: impl FnMut() -> Fut,
 ) -> Result<Option<T>, E>
 where
-    E: std::fmt::Display,
-    F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
+    E: std::error::Error + 'static,
 {
-    loop {
-        let error = tokio::select! {
-            biased;
-            () = cancel.cancelled() => return Ok(None),
-            r = attempt() => match r {
-                Ok(v) => {
-                    backoff.reset();
-                    return Ok(Some(v));
-                }
-                Err(e) => e,
-            },
-        };
-        let Some(delay) = backoff.failed(&error) else {
-            return Err(error);
-        };
-        tokio::select! {
-            biased;
-            () = cancel.cancelled() => return Ok(None),
-            () = tokio::time::sleep(delay) => {}
-        }
-    }
+    backoff
+        .retry_until_cancelled(cancel, what, Verdict::outage, attempt)
+        .await
 }
 
 fn kafka_backoff(ctx: &EngineContext) -> Backoff {
@@ -159,7 +141,7 @@ async fn broker_counts(
     ctx: &EngineContext,
     cancel: &CancellationToken,
 ) -> Result<Option<Counts>, EngineError> {
-    let listed = until_ok(&mut kafka_backoff(ctx), cancel, || {
+    let listed = until_ok(&mut kafka_backoff(ctx), cancel, "listing topics", || {
         topics::list(&ctx.kafka, &ctx.cfg.kafka)
     })
     .await?;
@@ -244,9 +226,11 @@ async fn run_with_counts(
         );
     }
 
-    let warm = until_ok(&mut postgres_backoff(ctx), cancel, || warm_start(ctx, &cfg))
-        .await
-        .map_err(EngineError::WarmStart)?;
+    let warm = until_ok(&mut postgres_backoff(ctx), cancel, "warm start", || {
+        warm_start(ctx, &cfg)
+    })
+    .await
+    .map_err(EngineError::WarmStart)?;
     let Some((stored, windows)) = warm else {
         return Ok(Ended::Stopped);
     };
@@ -260,7 +244,14 @@ async fn run_with_counts(
     }
 
     let connect = || Publisher::connect(&ctx.kafka, cfg.clone(), ctx.metrics.clone());
-    let Some(publisher) = until_ok(&mut kafka_backoff(ctx), cancel, connect).await? else {
+    let Some(publisher) = until_ok(
+        &mut kafka_backoff(ctx),
+        cancel,
+        "connecting output topics",
+        connect,
+    )
+    .await?
+    else {
         return Ok(Ended::Stopped);
     };
     // Re-read the marks on each try: a failed try may have moved some.
@@ -268,16 +259,23 @@ async fn run_with_counts(
         let marks = stored_offsets(&ctx.pool, &cfg).await?;
         publish::recover(&publisher, &ctx.pool, &marks).await
     };
-    if until_ok(&mut postgres_backoff(ctx), cancel, recover)
-        .await?
-        .is_none()
+    if until_ok(
+        &mut postgres_backoff(ctx),
+        cancel,
+        "recovering unpublished output",
+        recover,
+    )
+    .await?
+    .is_none()
     {
         return Ok(Ended::Stopped);
     }
     let dlq_topic = &cfg.kafka.topics.dlq.name;
     let timeout = cfg.kafka.request_timeout;
     let dlq_client = || kafka::partition_client(&ctx.kafka, dlq_topic, 0, timeout);
-    let Some(dlq_client) = until_ok(&mut kafka_backoff(ctx), cancel, dlq_client).await? else {
+    let Some(dlq_client) =
+        until_ok(&mut kafka_backoff(ctx), cancel, "connecting the DLQ", dlq_client).await?
+    else {
         return Ok(Ended::Stopped);
     };
     let dlq = Arc::new(Dlq::new(dlq_client, &cfg.kafka, ctx.metrics.clone()));
