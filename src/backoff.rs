@@ -201,13 +201,35 @@ impl Backoff {
                 }
                 Err(e) => e,
             };
-            let Some(delay) = self.after_failure(what, verdict(&error), &error) else {
-                return Err(Stop::Failed(error));
-            };
-            tokio::select! {
+            let again = tokio::select! {
                 biased;
                 c = &mut cancelled => return Err(Stop::Cancelled(c)),
-                () = tokio::time::sleep(delay) => {}
+                again = self.wait_after(what, verdict(&error), &error) => again,
+            };
+            if !again {
+                return Err(Stop::Failed(error));
+            }
+        }
+    }
+
+    /// The step of a retry loop that cannot be a closure (its attempt borrows state mutably):
+    /// report and log the failed attempt, then wait; `false` to give up (a [`Verdict::Fail`], or
+    /// the deadline). [`Backoff::retry`] is built on it.
+    pub fn wait_after(
+        &mut self,
+        what: &'static str,
+        verdict: Verdict,
+        error: &(dyn std::error::Error + 'static),
+    ) -> impl Future<Output = bool> + Send + use<> {
+        // Decided now, so the wait holds neither `self` nor the error.
+        let delay = self.after_failure(what, verdict, error);
+        async move {
+            match delay {
+                Some(delay) => {
+                    tokio::time::sleep(delay).await;
+                    true
+                }
+                None => false,
             }
         }
     }
@@ -241,7 +263,8 @@ impl Backoff {
         Some(delay)
     }
 
-    fn succeeded(&mut self, what: &'static str) {
+    /// The attempt succeeded: say so if it had been failing, and start a new sequence.
+    pub fn succeeded(&mut self, what: &'static str) {
         if let Some(since) = self.failing_since
             && self.outage.as_ref().is_none_or(|o| !o.failing)
         {

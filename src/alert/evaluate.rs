@@ -28,7 +28,7 @@ use super::rearm::{self, Decision};
 use super::rules::{self, Needs, Observation};
 use super::watch::{self, Watch, WatchSet};
 use super::{ALERT_CONSUMER, AlertError, AlertMessage, WATCH_RULE_PREFIX, queue};
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, Verdict};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::model::money::{Cents, cents_of, change_percent, dollars};
@@ -147,13 +147,14 @@ impl Evaluator {
             }
             .await;
             match attempt {
-                Ok(w) => break w,
+                Ok(w) => {
+                    backoff.succeeded("alert batch write");
+                    break w;
+                }
                 Err(e) => {
-                    let Some(delay) = backoff.next_delay() else {
+                    if !backoff.wait_after("alert batch write", Verdict::Outage, &e).await {
                         return Err(failed(e));
-                    };
-                    tracing::warn!(error = %e, retry_in = ?delay, "alert batch write failed, retrying");
-                    tokio::time::sleep(delay).await;
+                    }
                 }
             }
         };

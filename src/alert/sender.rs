@@ -39,7 +39,7 @@ use super::gone::GoneStreak;
 use super::notifiers::{Notifier, Outcome, Outgoing, Pending};
 use super::queue::{self, Disabled, Retry};
 use super::ratelimit::RateLimiter;
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, Verdict};
 use crate::config::{Config, RateLimit};
 use crate::metrics::Metrics;
 use crate::store::{self, StoreError};
@@ -66,25 +66,17 @@ where
     Fut: Future<Output = Result<T, StoreError>>,
 {
     let mut backoff = Backoff::new(&ctx.cfg.postgres.backoff);
-    loop {
-        let result = match store::client(&ctx.pool, &ctx.cfg.postgres).await {
-            Ok(c) => op(c).await,
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(v) => return Ok(v),
-            Err(e) => {
-                let Some(delay) = backoff.next_delay() else {
-                    return Err(AlertError::Send {
-                        channel: ctx.notifier.name.clone(),
-                        source: e,
-                    });
-                };
-                tracing::warn!(channel = ctx.notifier.name, error = %e, retry_in = ?delay, what, "delivery bookkeeping failed, retrying");
-                tokio::time::sleep(delay).await;
-            }
-        }
-    }
+    let attempt = || async {
+        let client = store::client(&ctx.pool, &ctx.cfg.postgres).await?;
+        op(client).await
+    };
+    backoff
+        .retry(what, Verdict::outage, attempt)
+        .await
+        .map_err(|source| AlertError::Send {
+            channel: ctx.notifier.name.clone(),
+            source,
+        })
 }
 
 /// Wait for new rows, the poll interval or `due_in`, whichever comes first; false on shutdown.

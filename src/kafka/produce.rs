@@ -13,7 +13,7 @@ use rskafka::record::Record;
 use std::sync::Arc;
 
 use super::KafkaError;
-use crate::backoff::{Backoff, Outage};
+use crate::backoff::{Backoff, Outage, Verdict};
 use crate::config::KafkaConfig;
 
 /// A stable partitioner (FNV-1a) so one key always lands on one partition.
@@ -47,47 +47,32 @@ pub async fn produce_with(
     backoff: &mut Backoff,
 ) -> Result<(), KafkaError> {
     for request in split_requests(records, cfg.max_request_bytes) {
-        let mut failed_before = false;
-        loop {
+        let call = || async {
             let call = pc.produce(request.clone(), Compression::NoCompression);
-            let error = match tokio::time::timeout(cfg.request_timeout, call).await {
-                Ok(Ok(_)) => {
-                    backoff.reset();
-                    if failed_before && !backoff.is_tracked() {
-                        tracing::warn!(
-                            topic = pc.topic(),
-                            partition = pc.partition(),
-                            "produce succeeded again"
-                        );
-                    }
-                    break;
-                }
-                Ok(Err(source)) => KafkaError::Partition {
+            match tokio::time::timeout(cfg.request_timeout, call).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(source)) => Err(KafkaError::Partition {
                     operation: "produce",
                     topic: pc.topic().into(),
                     partition: pc.partition(),
                     source,
-                },
-                Err(_) => KafkaError::Timeout {
+                }),
+                Err(_) => Err(KafkaError::Timeout {
                     operation: "produce",
                     topic: pc.topic().into(),
                     partition: pc.partition(),
                     timeout: cfg.request_timeout,
-                },
-            };
-            if is_permanent(&error) {
-                return Err(error);
+                }),
             }
-            if !failed_before && !backoff.is_tracked() {
-                // Untracked: no outage speaks for this call, so it says once that it waits.
-                tracing::warn!(error = %error, "produce failed; retrying (each retry at DEBUG)");
+        };
+        let verdict = |e: &KafkaError| {
+            if is_permanent(e) {
+                Verdict::Fail
+            } else {
+                Verdict::Outage
             }
-            failed_before = true;
-            let Some(delay) = backoff.failed(&error) else {
-                return Err(error);
-            };
-            tokio::time::sleep(delay).await;
-        }
+        };
+        backoff.retry("produce", verdict, call).await?;
     }
     Ok(())
 }

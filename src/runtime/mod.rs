@@ -27,7 +27,6 @@ pub mod report;
 pub mod supervisor;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -83,8 +82,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     let policy = RestartPolicy {
         budget: cfg.pipeline.restart_budget,
         window: cfg.pipeline.restart_window,
-        initial_delay: Duration::from_secs(1),
-        max_delay: Duration::from_secs(30),
+        backoff: RestartPolicy::BACKOFF,
     };
     let mut sup = Supervisor::new(shutdown.clone(), policy, metrics.clone());
 

@@ -16,6 +16,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
+use crate::config::BackoffConfig;
 use crate::metrics::Metrics;
 
 pub type TaskError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -55,12 +57,24 @@ pub enum SupervisorError {
     Panicked { task: &'static str },
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RestartPolicy {
     pub budget: u32,
     pub window: Duration,
-    pub initial_delay: Duration,
-    pub max_delay: Duration,
+    /// The delays between restarts, from the one retry policy (its deadline is not used: the
+    /// budget decides when to give up).
+    pub backoff: BackoffConfig,
+}
+
+impl RestartPolicy {
+    /// The delays between restarts: 1 s, doubling to 30 s, with a little jitter.
+    pub const BACKOFF: BackoffConfig = BackoffConfig {
+        initial: Duration::from_secs(1),
+        max: Duration::from_secs(30),
+        multiplier: 2.0,
+        jitter: 0.1,
+        deadline: BackoffConfig::NO_DEADLINE,
+    };
 }
 
 #[derive(Debug)]
@@ -90,7 +104,7 @@ impl Supervisor {
         Fut: Future<Output = Result<(), TaskError>> + Send + 'static,
     {
         let cancel = self.cancel.clone();
-        let policy = self.policy;
+        let policy = self.policy.clone();
         let metrics = self.metrics.clone();
         let running = self.running.clone();
         running.lock().unwrap_or_else(|p| p.into_inner()).push(name);
@@ -160,7 +174,7 @@ where
     Fut: Future<Output = Result<(), TaskError>> + Send + 'static,
 {
     let mut failures: VecDeque<Instant> = VecDeque::new();
-    let mut delay = policy.initial_delay;
+    let mut backoff = Backoff::new(&policy.backoff);
     loop {
         tracing::debug!(task = name, "task starting");
         // Run the attempt as its own tokio task so a panic is caught and treated as a failure.
@@ -195,13 +209,14 @@ where
             });
         }
         metrics.counters.task_restarts.fetch_add(1, Relaxed);
+        // Without a deadline the policy always has a next delay.
+        let delay = backoff.next_delay().unwrap_or(policy.backoff.max);
         tracing::warn!(task = name, error = %cause, restart_in = ?delay, "task failed; restarting");
         tokio::select! {
             biased;
             () = cancel.cancelled() => return Ok(()),
             () = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(policy.max_delay);
     }
 }
 
@@ -215,8 +230,12 @@ mod tests {
         RestartPolicy {
             budget: 2,
             window: Duration::from_secs(60),
-            initial_delay: Duration::from_millis(10),
-            max_delay: Duration::from_millis(100),
+            backoff: BackoffConfig {
+                initial: Duration::from_millis(10),
+                max: Duration::from_millis(100),
+                jitter: 0.0,
+                ..RestartPolicy::BACKOFF
+            },
         }
     }
 

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, Verdict};
 use crate::config::BackoffConfig;
 
 /// How much of an error answer's body is quoted in the error.
@@ -134,8 +134,8 @@ pub enum Attempt<T> {
     Fail(PollError),
 }
 
-/// Run `attempt` until it is done, fails for good, or the backoff's deadline passes. Each retry
-/// is logged once with its cause and wait.
+/// Run `attempt` until it is done, fails for good, or the backoff's deadline passes, on the one
+/// retry loop ([`Backoff::retry`]): a server's `Retry-After` replaces the backoff's delay.
 pub async fn with_retries<T, F, Fut>(
     api: &'static str,
     policy: &BackoffConfig,
@@ -146,22 +146,52 @@ where
     Fut: Future<Output = Attempt<T>>,
 {
     let mut backoff = Backoff::new(policy);
-    loop {
-        let (error, after) = match attempt().await {
-            Attempt::Done(value) => return Ok(value),
-            Attempt::Fail(error) => return Err(error),
-            Attempt::Retry { error, after } => (error, after),
-        };
-        let Some(delay) = backoff.next_delay() else {
-            return Err(PollError::GaveUp {
-                api,
-                attempts: backoff.attempts(),
-                last: Box::new(error),
-            });
-        };
-        let wait = after.unwrap_or(delay);
-        tracing::warn!(source = api, error = %error, retry_in = ?wait, "request failed, retrying");
-        tokio::time::sleep(wait).await;
+    let tagged = || {
+        let call = attempt();
+        async move {
+            match call.await {
+                Attempt::Done(value) => Ok(value),
+                Attempt::Retry { error, after } => Err(Tagged {
+                    error,
+                    verdict: after.map_or(Verdict::Retry, Verdict::RetryAfter),
+                }),
+                Attempt::Fail(error) => Err(Tagged {
+                    error,
+                    verdict: Verdict::Fail,
+                }),
+            }
+        }
+    };
+    match backoff.retry(api, |t: &Tagged| t.verdict, tagged).await {
+        Ok(value) => Ok(value),
+        Err(Tagged {
+            error,
+            verdict: Verdict::Fail,
+        }) => Err(error),
+        Err(Tagged { error, .. }) => Err(PollError::GaveUp {
+            api,
+            attempts: backoff.attempts(),
+            last: Box::new(error),
+        }),
+    }
+}
+
+/// A failed attempt with how the retry loop treats it.
+#[derive(Debug)]
+struct Tagged {
+    error: PollError,
+    verdict: Verdict,
+}
+
+impl std::fmt::Display for Tagged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for Tagged {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
     }
 }
 

@@ -36,7 +36,7 @@ use tokio::time::Instant;
 
 use super::split::Refused;
 use super::{split, windows};
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, Verdict};
 use crate::config::{Config, KafkaConfig, WindowsConfig};
 use crate::kafka::dlq::{Dlq, DlqRecord};
 use crate::kafka::{self, Fetch, KafkaError};
@@ -270,41 +270,29 @@ struct Stage {
 
 impl Stage {
     async fn flush(&mut self, mut pending: Pending) -> Result<CommittedBatch, StoreError> {
-        let mut backoff = Backoff::new(&self.cfg.postgres.backoff);
         // An unavailable database is an outage of PostgreSQL, shared with every other stage
         // that waits for it (one WARN when it starts and ends, readiness, outage metrics); any
-        // other failure is this stage's own, logged here once when it starts and once at the end.
-        let mut outage = self.metrics.postgres_outage.caller("persist");
-        let mut failing_since: Option<Instant> = None;
+        // other failure is this stage's own, logged once when it starts and once at the end.
+        let mut backoff = Backoff::tracked(
+            &self.cfg.postgres.backoff,
+            &self.metrics.postgres_outage,
+            "persist",
+        );
         loop {
             let Err(e) = self.write_once(&mut pending).await else {
+                backoff.succeeded("batch write");
                 break;
             };
             self.metrics.counters.persist_errors.fetch_add(1, Relaxed);
-            self.metrics.set_last_error(format!("persist: {e}"));
-            let Some(delay) = backoff.next_delay() else {
-                return Err(e);
+            self.metrics
+                .set_last_error(format!("persist: {}", crate::logging::chain(&e)));
+            let verdict = match e.class() {
+                ErrorClass::Transient => Verdict::Outage,
+                _ => Verdict::Retry,
             };
-            let transient = e.class() == ErrorClass::Transient;
-            if transient {
-                outage.failed(&e);
+            if !backoff.wait_after("batch write", verdict, &e).await {
+                return Err(e);
             }
-            if failing_since.is_none() {
-                failing_since = Some(Instant::now());
-                if transient {
-                    tracing::debug!(error = %e, retry_in = ?delay, "batch write failed; retrying with backoff");
-                } else {
-                    tracing::warn!(error = %e, class = ?e.class(), retry_in = ?delay,
-                        "batch write failed; retrying with backoff (one line when it succeeds again)");
-                }
-            } else {
-                tracing::debug!(error = %e, retry_in = ?delay, attempt = backoff.attempts(), "batch write failed again");
-            }
-            tokio::time::sleep(delay).await;
-        }
-        outage.succeeded();
-        if let Some(since) = failing_since {
-            tracing::info!(attempts = backoff.attempts(), failing_for = ?since.elapsed(), "batch write succeeded again");
         }
         let now = chrono::Utc::now();
         let metrics = &self.metrics;
