@@ -55,6 +55,18 @@ pub enum SupervisorError {
     },
     #[error("task `{task}` panicked")]
     Panicked { task: &'static str },
+    /// A task failed while shutting down (a drain's final commit, say): what it held may not
+    /// be stored, so the process must not exit 0.
+    #[error("task `{task}` failed while shutting down: {cause}")]
+    FailedWhileStopping { task: &'static str, cause: String },
+    #[error(
+        "shutdown abandoned {tasks:?} after pipeline.shutdown_timeout = {}: their work in hand is not committed (it is read again at the next start)",
+        humantime::format_duration(*.timeout)
+    )]
+    Abandoned {
+        tasks: Vec<&'static str>,
+        timeout: Duration,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +92,8 @@ impl RestartPolicy {
 #[derive(Debug)]
 pub struct Supervisor {
     tasks: JoinSet<(&'static str, Result<(), SupervisorError>)>,
+    /// Each task's name by its tokio id, to name a task whose supervision itself panicked.
+    names: std::collections::HashMap<tokio::task::Id, &'static str>,
     running: Arc<std::sync::Mutex<Vec<&'static str>>>,
     cancel: CancellationToken,
     policy: RestartPolicy,
@@ -90,6 +104,7 @@ impl Supervisor {
     pub fn new(cancel: CancellationToken, policy: RestartPolicy, metrics: Arc<Metrics>) -> Self {
         Self {
             tasks: JoinSet::new(),
+            names: Default::default(),
             running: Arc::default(),
             cancel,
             policy,
@@ -108,7 +123,7 @@ impl Supervisor {
         let metrics = self.metrics.clone();
         let running = self.running.clone();
         running.lock().unwrap_or_else(|p| p.into_inner()).push(name);
-        self.tasks.spawn(async move {
+        let handle = self.tasks.spawn(async move {
             let result = supervise(name, factory, cancel, policy, metrics).await;
             running
                 .lock()
@@ -116,6 +131,7 @@ impl Supervisor {
                 .retain(|n| *n != name);
             (name, result)
         });
+        self.names.insert(handle.id(), name);
     }
 
     /// Wait until every task ends. The first task to spend its budget cancels the rest; on
@@ -135,8 +151,8 @@ impl Supervisor {
                 () = tick, if stop_by.is_some() => {
                     let still = self.running.lock().unwrap_or_else(|p| p.into_inner()).clone();
                     if stop_by.is_some_and(|t| Instant::now() >= t) {
-                        tracing::error!(tasks = ?still, "shutdown deadline passed; abandoning tasks still running");
                         self.tasks.abort_all();
+                        first_error.get_or_insert(SupervisorError::Abandoned { tasks: still, timeout: deadline });
                         break;
                     }
                     tracing::info!(tasks = ?still, "waiting for tasks to finish");
@@ -152,8 +168,9 @@ impl Supervisor {
                     self.cancel.cancel();
                 }
                 Err(join) => {
-                    tracing::error!(error = %join, "a supervised task panicked");
-                    first_error.get_or_insert(SupervisorError::Panicked { task: "unknown" });
+                    let task = self.names.get(&join.id()).copied().unwrap_or("unnamed");
+                    tracing::error!(task, error = %join, "a supervised task panicked");
+                    first_error.get_or_insert(SupervisorError::Panicked { task });
                     self.cancel.cancel();
                 }
             }
@@ -186,7 +203,12 @@ where
         };
         let error = match result {
             Ok(()) => return Ok(()),
-            Err(_) if cancel.is_cancelled() => return Ok(()),
+            Err(e) if cancel.is_cancelled() => {
+                return Err(SupervisorError::FailedWhileStopping {
+                    task: name,
+                    cause: describe(e.as_ref()),
+                });
+            }
             Err(e) => e,
         };
         let now = Instant::now();
@@ -318,5 +340,42 @@ mod tests {
         sup.spawn("panics", |_| async { panic!("bad") });
         let err = sup.wait(Duration::from_secs(5)).await.expect_err("fails");
         assert!(err.to_string().contains("panics"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_still_running_at_the_shutdown_deadline_fails_the_shutdown_by_name() {
+        let cancel = CancellationToken::new();
+        let mut sup = Supervisor::new(cancel.clone(), policy(), Arc::default());
+        sup.spawn("stuck", |_| async {
+            std::future::pending::<()>().await;
+            Ok(())
+        });
+        sup.spawn("prompt", |cancel: CancellationToken| async move {
+            cancel.cancelled().await;
+            Ok(())
+        });
+        cancel.cancel();
+        let err = sup.wait(Duration::from_secs(5)).await.expect_err("abandoned");
+        assert!(
+            matches!(&err, SupervisorError::Abandoned { tasks, .. } if tasks == &["stuck"]),
+            "{err}"
+        );
+        assert!(err.to_string().contains("\"stuck\""), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_failing_while_it_drains_fails_the_shutdown_by_name() {
+        let cancel = CancellationToken::new();
+        let mut sup = Supervisor::new(cancel.clone(), policy(), Arc::default());
+        sup.spawn("engine", |cancel: CancellationToken| async move {
+            cancel.cancelled().await;
+            Err::<(), TaskError>("final commit: connection refused".into())
+        });
+        cancel.cancel();
+        let err = sup.wait(Duration::from_secs(5)).await.expect_err("failed");
+        assert_eq!(
+            err.to_string(),
+            "task `engine` failed while shutting down: final commit: connection refused"
+        );
     }
 }
