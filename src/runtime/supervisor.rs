@@ -9,7 +9,6 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
@@ -194,7 +193,7 @@ where
                 cause,
             });
         }
-        metrics.counters.task_restarts.fetch_add(1, Relaxed);
+        metrics.counters.task_restarts.inc();
         tracing::warn!(task = name, error = %cause, restart_in = ?delay, "task failed; restarting");
         tokio::select! {
             biased;
