@@ -113,21 +113,23 @@ struct Exported {
 }
 
 impl Counters {
-    /// Register every counter with `registry`; lines sharing a name become one family.
+    /// Register every counter with `registry`, in the order of the list; lines sharing a
+    /// name become one family, registered where its first line is.
     pub(super) fn register(&self, registry: &mut Registry) {
-        let mut families: Vec<(&'static str, &'static str, ByLabel)> = Vec::new();
-        for e in self.exported() {
-            let Some(label) = e.label else {
-                registry.register(e.name, e.help, e.counter);
-                continue;
-            };
-            match families.iter_mut().find(|(name, ..)| *name == e.name) {
-                Some((.., family)) => family.0.push((label, e.counter)),
-                None => families.push((e.name, e.help, ByLabel(vec![(label, e.counter)]))),
+        let exported = self.exported();
+        let mut families: Vec<&str> = Vec::new();
+        for e in &exported {
+            if e.label.is_none() {
+                registry.register(e.name, e.help, e.counter.clone());
+            } else if !families.contains(&e.name) {
+                families.push(e.name);
+                let members = exported
+                    .iter()
+                    .filter(|m| m.name == e.name)
+                    .filter_map(|m| Some((m.label?, m.counter.clone())))
+                    .collect();
+                registry.register(e.name, e.help, ByLabel(members));
             }
-        }
-        for (name, help, family) in families {
-            registry.register(name, help, family);
         }
     }
 }

@@ -61,19 +61,19 @@ impl Collector for Live {
         family(
             &mut encoder,
             "conscope_ingest_lag_records",
-            "Consumer lag per raw_prices partition: high watermark minus committed next offset",
+            "Consumer lag per raw_prices partition: high watermark minus committed next offset.",
             by_partition(|hw, done| (hw - done).max(0)),
         )?;
         family(
             &mut encoder,
             "conscope_ingest_high_watermark_offset",
-            "Latest offset seen on each raw_prices partition",
+            "Latest offset seen on each raw_prices partition.",
             by_partition(|hw, _| hw),
         )?;
         family(
             &mut encoder,
             "conscope_ingest_committed_offset",
-            "Next offset to read, as committed to Postgres, per raw_prices partition",
+            "Next offset to read, as committed to Postgres, per raw_prices partition.",
             by_partition(|_, done| done),
         )?;
 
@@ -86,13 +86,13 @@ impl Collector for Live {
         family(
             &mut encoder,
             "conscope_pipeline_channel_used_batches",
-            "Batches waiting in each channel between stages",
+            "Batches waiting in each channel between stages.",
             by_channel(|fill| fill.used),
         )?;
         family(
             &mut encoder,
             "conscope_pipeline_channel_capacity_batches",
-            "Capacity of each channel between stages",
+            "Capacity of each channel between stages.",
             by_channel(|fill| fill.capacity),
         )?;
 
@@ -101,13 +101,13 @@ impl Collector for Live {
             &mut encoder,
             // `_total` is appended to counters when encoded.
             "conscope_pipeline_outages",
-            "Outages of a dependency seen by the engine (first failing call to last recovered one)",
+            "Outages of a dependency seen by the engine (first failing call to last recovered one).",
             outages.clone().map(|(l, o)| (l, ConstCounter::new(o.count()))),
         )?;
         family(
             &mut encoder,
             "conscope_pipeline_outage_in_progress",
-            "1 while a dependency is unavailable and the engine waits for it",
+            "1 while a dependency is unavailable and the engine waits for it.",
             outages
                 .clone()
                 .map(|(l, o)| (l, ConstGauge::new(i64::from(o.now().is_some())))),
@@ -115,13 +115,14 @@ impl Collector for Live {
         family(
             &mut encoder,
             "conscope_pipeline_outage_seconds",
-            "Total time a dependency was unavailable, the outage in progress included",
+            "Total time a dependency was unavailable, the outage in progress included.",
             outages.map(|(l, o)| (l, ConstCounter::new(o.total().as_secs_f64()))),
         )
     }
 }
 
-/// One family: its `# HELP`/`# TYPE` lines, then a sample per label set.
+/// One family: its `# HELP`/`# TYPE` lines, then a sample per label set. (Help ends in a full
+/// stop, as the registry's own entries do.)
 fn family<L: EncodeLabelSet, M: EncodeMetric + TypedMetric>(
     encoder: &mut DescriptorEncoder,
     name: &str,

@@ -255,6 +255,7 @@ pub struct Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
     use std::sync::atomic::Ordering::Relaxed;
 
     #[test]
@@ -265,6 +266,105 @@ mod tests {
         assert_eq!(b.cumulative, vec![1, 3, 3, 4]);
         assert_eq!(b.count, 4);
         assert!((b.sum_s - 3.041).abs() < 1e-9, "{}", b.sum_s);
+    }
+
+    /// The families listed in docs/architecture.md's Metrics table.
+    fn documented() -> BTreeSet<&'static str> {
+        let doc = include_str!("../../docs/architecture.md");
+        let table = doc
+            .split_once("\n### Metrics\n")
+            .and_then(|(_, rest)| rest.split("\n#").next())
+            .expect("docs/architecture.md has a Metrics section");
+        table
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split_once('`').map(|(name, _)| name))
+            .collect()
+    }
+
+    fn scrape(m: &Metrics) -> (String, prometheus_parse::Scrape) {
+        let text = m.encode(Duration::from_secs(3), 7);
+        let lines = text.lines().map(|l| Ok(l.to_owned()));
+        let scrape = prometheus_parse::Scrape::parse(lines).expect("a Prometheus parser reads it");
+        (text, scrape)
+    }
+
+    #[test]
+    fn the_registry_exports_every_documented_family_and_no_other() {
+        let m = Metrics::default();
+        m.partition(0).high_watermark.store(5, Relaxed);
+        m.record_latencies([1_000]);
+        let (text, scrape) = scrape(&m);
+        let exported: BTreeSet<&str> = scrape.docs.keys().map(String::as_str).collect();
+        assert_eq!(exported, documented(), "{text}");
+        assert!(text.contains("conscope_detect_cache_listings 7\n"), "{text}");
+        assert!(
+            text.contains("conscope_ingest_lag_records{partition=\"0\"} 5\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn persist_to_publish_fill_is_exported_and_in_the_snapshot() {
+        let m = Metrics::default();
+        let (tx, _rx) = mpsc::channel::<()>(8);
+        tx.try_send(()).expect("room");
+        tx.try_send(()).expect("room");
+        m.record_channel(channel::PERSIST_TO_PUBLISH, &tx);
+        let (text, scrape) = scrape(&m);
+        let value = |name: &str| {
+            scrape
+                .samples
+                .iter()
+                .find(|s| s.metric == name && s.labels.get("channel") == Some("persist_to_publish"))
+                .map(|s| s.value.clone())
+                .unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
+        };
+        use prometheus_parse::Value::Gauge;
+        assert_eq!(value("conscope_pipeline_channel_used_batches"), Gauge(2.0));
+        assert_eq!(value("conscope_pipeline_channel_capacity_batches"), Gauge(8.0));
+        let fill = &m.snapshot().channels[channel::PERSIST_TO_PUBLISH];
+        assert_eq!((fill.used, fill.capacity), (2, 8));
+    }
+
+    #[test]
+    fn a_counter_reads_the_same_in_the_scrape_and_the_snapshot() {
+        let m = Metrics::default();
+        m.counters.detect_out_of_order.inc_by(3);
+        m.counters.windows_late_records.inc();
+        let (text, _) = scrape(&m);
+        assert!(
+            text.contains("conscope_detect_changes_total{kind=\"out_of_order\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("conscope_detect_windows_late_records_total 1\n"),
+            "{text}"
+        );
+        let snap = m.snapshot();
+        assert_eq!(
+            (
+                snap.counters.detect_out_of_order,
+                snap.counters.windows_late_records
+            ),
+            (3, 1)
+        );
+        let json = serde_json::to_value(&snap).expect("serializes");
+        assert_eq!(
+            json["windows_late_records"], 1,
+            "counters stay top-level keys: {json}"
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let m = Metrics::default();
+        m.set_channel("q\"b\\n\nx", 2, 4);
+        let (text, _) = scrape(&m);
+        assert!(
+            text.contains("conscope_pipeline_channel_used_batches{channel=\"q\\\"b\\\\n\\nx\"} 2\n"),
+            "{text}"
+        );
     }
 
     #[test]
