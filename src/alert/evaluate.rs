@@ -14,7 +14,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -161,7 +160,7 @@ impl Evaluator {
         self.metrics
             .counters
             .alert_records
-            .fetch_add(batch.records.len() as u64, Relaxed);
+            .inc_by(batch.records.len() as u64);
         for channel in woken {
             if let Some(n) = self.wake.get(&channel) {
                 n.notify_one();
@@ -207,7 +206,7 @@ impl Evaluator {
         let offsets = BTreeMap::from([(batch.partition, batch.next_offset)]);
         store_offsets(&tx, ALERT_CONSUMER, &batch.topic, &offsets).await?;
         tx.commit().await.map_err(StoreError::query("commit"))?;
-        self.metrics.counters.alert_watch_fired.fetch_add(fired, Relaxed);
+        self.metrics.counters.alert_watch_fired.inc_by(fired);
         Ok(woken)
     }
 

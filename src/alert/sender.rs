@@ -27,7 +27,6 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
@@ -173,7 +172,7 @@ pub async fn run(ctx: SenderContext, cancel: CancellationToken) -> Result<(), Al
                         async move { queue::mark_failed(&**c, &channel, &ids, None, &reason).await }
                     })
                     .await?;
-                    ctx.metrics.counters.alert_deliveries_failed.fetch_add(1, Relaxed);
+                    ctx.metrics.counters.alert_deliveries_failed.inc();
                 }
             }
         }
@@ -205,10 +204,7 @@ pub async fn run(ctx: SenderContext, cancel: CancellationToken) -> Result<(), Al
                 .filter(|id| maybe.remove(id.as_str()))
                 .count();
             if repeats > 0 {
-                ctx.metrics
-                    .counters
-                    .alert_possible_repeats
-                    .fetch_add(repeats as u64, Relaxed);
+                ctx.metrics.counters.alert_possible_repeats.inc_by(repeats as u64);
                 tracing::debug!(
                     channel,
                     alerts = repeats,
@@ -275,8 +271,8 @@ async fn retry_later(
     })
     .await?;
     let retried = steps.len() as u64 - gave_up;
-    c.alert_delivery_retries.fetch_add(retried, Relaxed);
-    c.alert_deliveries_failed.fetch_add(gave_up, Relaxed);
+    c.alert_delivery_retries.inc_by(retried);
+    c.alert_deliveries_failed.inc_by(gave_up);
     if gave_up > 0 {
         tracing::error!(
             channel,
@@ -320,7 +316,7 @@ async fn record(
                 async move { queue::mark_sent(&**db, channel, &ids, status).await }
             })
             .await?;
-            c.alert_deliveries_sent.fetch_add(n, Relaxed);
+            c.alert_deliveries_sent.inc_by(n);
             for id in &ids {
                 round.solo.remove(id);
             }
@@ -329,11 +325,9 @@ async fn record(
             Ok(false)
         }
         Outcome::RateLimited { status, retry_after } => {
-            c.alert_rate_limited.fetch_add(1, Relaxed);
-            c.alert_retry_after_ms.fetch_add(
-                u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX),
-                Relaxed,
-            );
+            c.alert_rate_limited.inc();
+            c.alert_retry_after_ms
+                .inc_by(u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX));
             round.limiter.block_for(retry_after);
             tracing::debug!(channel, ?retry_after, "rate limited (429); waiting");
             with_db(ctx, "mark rate limited", |db| {
@@ -419,7 +413,7 @@ async fn record(
                 async move { queue::mark_failed(&**db, channel, &ids, Some(status), &error).await }
             })
             .await?;
-            c.alert_deliveries_failed.fetch_add(n, Relaxed);
+            c.alert_deliveries_failed.inc_by(n);
             for id in &ids {
                 round.solo.remove(id);
             }

@@ -12,7 +12,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 
 use rskafka::client::partition::PartitionClient;
 use rskafka::record::Record;
@@ -115,7 +114,7 @@ impl Dlq {
             .collect();
         let mut backoff = Backoff::tracked(&self.cfg.backoff, &self.metrics.kafka_outage, "dlq");
         crate::kafka::produce::produce_with(&self.client, batch, &self.cfg, &mut backoff).await?;
-        self.metrics.counters.dlq_records.fetch_add(n, Relaxed);
+        self.metrics.counters.dlq_records.inc_by(n);
         Ok(())
     }
 }

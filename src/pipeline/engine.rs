@@ -28,7 +28,7 @@ use crate::backoff::{Backoff, Verdict};
 use crate::config::Config;
 use crate::kafka::dlq::Dlq;
 use crate::kafka::{self, KafkaError, topics};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, channel};
 use crate::pipeline::detect::stage::{self as detect, Detector};
 use crate::pipeline::detect::windows::Windows;
 use crate::pipeline::detect::{PriceCache, Rules};
@@ -284,6 +284,11 @@ async fn run_with_counts(
     let (ingest_tx, ingest_rx) = mpsc::channel(p.ingest_channel_capacity);
     let (detect_tx, detect_rx) = mpsc::channel(p.persist_channel_capacity);
     let (persist_tx, persist_rx) = mpsc::channel(p.publish_channel_capacity);
+    // Each channel's fill is reported from the start, not only once its sender first sends.
+    ctx.metrics.record_channel(channel::INGEST_TO_DETECT, &ingest_tx);
+    ctx.metrics.record_channel(channel::DETECT_TO_PERSIST, &detect_tx);
+    ctx.metrics
+        .record_channel(channel::PERSIST_TO_PUBLISH, &persist_tx);
 
     let mut stages: JoinSet<Stage> = JoinSet::new();
     // Ingest has its own token: cancelling it starts the drain; later stages end when their

@@ -40,18 +40,22 @@ pub async fn run(
         }
         let snap = metrics.snapshot();
         let secs = cfg.pipeline.metrics_interval.as_secs_f64();
-        let rate = Rate::new(snap.persist_records - previous.persist_records, secs).per_second();
+        let rate = Rate::new(
+            snap.counters.persist_records - previous.counters.persist_records,
+            secs,
+        )
+        .per_second();
         let lag: i64 = snap.lag.values().sum();
         tracing::info!(
             events_per_s = format!("{rate:.0}"),
-            ingested = snap.ingest_records,
-            committed = snap.persist_records,
-            dlq = snap.dlq_records,
-            alerts = snap.alerts_raised,
+            ingested = snap.counters.ingest_records,
+            committed = snap.counters.persist_records,
+            dlq = snap.counters.dlq_records,
+            alerts = snap.counters.alerts_raised,
             lag,
             p50_ms = format!("{:.1}", snap.latency_p50_s * 1e3),
             p99_ms = format!("{:.1}", snap.latency_p99_s * 1e3),
-            restarts = snap.task_restarts,
+            restarts = snap.counters.task_restarts,
             "metrics"
         );
         let json = serde_json::to_value(&snap).unwrap_or_default();

@@ -9,7 +9,6 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
@@ -230,7 +229,7 @@ where
                 cause,
             });
         }
-        metrics.counters.task_restarts.fetch_add(1, Relaxed);
+        metrics.counters.task_restarts.inc();
         // Without a deadline the policy always has a next delay.
         let delay = backoff.next_delay().unwrap_or(policy.backoff.max);
         tracing::warn!(task = name, error = %cause, restart_in = ?delay, "task failed; restarting");
@@ -245,6 +244,7 @@ where
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicU32;
+    use std::sync::atomic::Ordering::Relaxed;
 
     use super::*;
 

@@ -14,7 +14,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use rskafka::client::Client;
@@ -84,7 +83,7 @@ pub async fn run<P: Poller>(
                 Err(error) => {
                     let retry_in = interval.min(PRODUCER_RETRY);
                     tracing::warn!(source, error = %error, retry_in = ?retry_in, "cannot connect to raw_prices; polling later");
-                    counters.source_errors.fetch_add(1, Relaxed);
+                    counters.source_errors.inc();
                     next = started + retry_in;
                     continue;
                 }
@@ -97,7 +96,7 @@ pub async fn run<P: Poller>(
         };
         match polled {
             Ok(poll) => {
-                counters.source_skipped.fetch_add(poll.skipped, Relaxed);
+                counters.source_skipped.inc_by(poll.skipped);
                 let events = poll.events.len();
                 if events > 0 {
                     let records = poll
@@ -107,11 +106,11 @@ pub async fn run<P: Poller>(
                         .collect();
                     if let Err(error) = producer_ref.send(records).await {
                         tracing::warn!(source, events, error = %error, "cannot produce polled prices; they are polled again next time");
-                        counters.source_errors.fetch_add(1, Relaxed);
+                        counters.source_errors.inc();
                         producer = None;
                         continue;
                     }
-                    counters.source_records.fetch_add(events as u64, Relaxed);
+                    counters.source_records.inc_by(events as u64);
                 }
                 tracing::debug!(
                     source,
@@ -123,13 +122,13 @@ pub async fn run<P: Poller>(
                 );
             }
             Err(error) if error.is_fatal() => {
-                counters.source_errors.fetch_add(1, Relaxed);
+                counters.source_errors.inc();
                 metrics.set_last_error(format!("source.{source}: {error}"));
                 tracing::error!(source, error = %error, "source stopped; the rest of ConScope keeps running");
                 return;
             }
             Err(error) => {
-                counters.source_errors.fetch_add(1, Relaxed);
+                counters.source_errors.inc();
                 metrics.set_last_error(format!("source.{source}: {error}"));
                 tracing::warn!(source, error = %error, next_poll_in = ?next.saturating_duration_since(Instant::now()), "poll failed");
             }

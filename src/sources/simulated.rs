@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use rskafka::client::Client;
@@ -156,15 +155,12 @@ pub async fn run_source(
     );
     let mut reported = 0;
     let result = produce_feed(&client, &cfg, feed, None, Some(sim.rate), &cancel, |s| {
-        metrics
-            .counters
-            .source_records
-            .fetch_add(s.events - reported, Relaxed);
+        metrics.counters.source_records.inc_by(s.events - reported);
         reported = s.events;
     })
     .await;
     if result.is_err() {
-        metrics.counters.source_errors.fetch_add(1, Relaxed);
+        metrics.counters.source_errors.inc();
     }
     result.map(|_| ()).map_err(Into::into)
 }

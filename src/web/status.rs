@@ -62,10 +62,7 @@ impl RateMeter {
                 () = cancel.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let committed = metrics
-                .counters
-                .persist_records
-                .load(std::sync::atomic::Ordering::Relaxed);
+            let committed = metrics.counters.persist_records.get();
             self.record(Instant::now(), committed);
         }
     }
@@ -97,11 +94,11 @@ pub async fn engine(State(s): State<WebState>) -> Json<EngineStatus> {
     Json(EngineStatus {
         uptime_seconds: s.started.elapsed().as_secs_f64(),
         events_per_second: s.rate.rate(),
-        ingested: snap.ingest_records,
-        committed: snap.persist_records,
-        dlq: snap.dlq_records,
-        alerts_raised: snap.alerts_raised,
-        task_restarts: snap.task_restarts,
+        ingested: snap.counters.ingest_records,
+        committed: snap.counters.persist_records,
+        dlq: snap.counters.dlq_records,
+        alerts_raised: snap.counters.alerts_raised,
+        task_restarts: snap.counters.task_restarts,
         lag_total: snap.lag.values().sum(),
         lag: snap.lag,
         latency_p50_seconds: snap.latency_p50_s,

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use compact_str::CompactString;
@@ -14,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::windows::{Observation, WindowKey, WindowRow, Windows};
 use super::{PriceCache, Rules};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, channel};
 use crate::model::{Alert, ChangeKind, alert_id};
 use crate::pipeline::messages::{DetectedBatch, InRecord, IngestBatch, Processed};
 
@@ -119,12 +118,12 @@ impl Detector {
             }
         }
         let c = &metrics.counters;
-        c.detect_records.fetch_add(records.len() as u64, Relaxed);
-        c.detect_drops.fetch_add(drops, Relaxed);
-        c.detect_increases.fetch_add(rises, Relaxed);
-        c.detect_new.fetch_add(new, Relaxed);
-        c.detect_out_of_order.fetch_add(out_of_order, Relaxed);
-        c.alerts_raised.fetch_add(alerts.len() as u64, Relaxed);
+        c.detect_records.inc_by(records.len() as u64);
+        c.detect_drops.inc_by(drops);
+        c.detect_increases.inc_by(rises);
+        c.detect_new.inc_by(new);
+        c.detect_out_of_order.inc_by(out_of_order);
+        c.alerts_raised.inc_by(alerts.len() as u64);
         DetectedBatch {
             offset: Some((batch.partition, batch.next_offset)),
             records,
@@ -192,8 +191,8 @@ pub fn feed_windows(windows: &mut Windows, records: &[Processed]) -> WindowUpdat
 pub fn window_batch(windows: &mut Windows, batch: &mut DetectedBatch, metrics: &Metrics) {
     let update = feed_windows(windows, &batch.records);
     let c = &metrics.counters;
-    c.windows_late_records.fetch_add(update.late_records, Relaxed);
-    c.windows_closed.fetch_add(update.closed.len() as u64, Relaxed);
+    c.windows_late_records.inc_by(update.late_records);
+    c.windows_closed.inc_by(update.closed.len() as u64);
     batch.windows = update.closed;
     batch.late_windows = update.late;
     batch.watermark = update.watermark;
@@ -227,7 +226,7 @@ pub async fn run(
                 if closed.is_empty() {
                     continue;
                 }
-                metrics.counters.windows_closed.fetch_add(closed.len() as u64, Relaxed);
+                metrics.counters.windows_closed.inc_by(closed.len() as u64);
                 DetectedBatch {
                     offset: None,
                     records: Vec::new(),
@@ -239,11 +238,7 @@ pub async fn run(
                 }
             }
         };
-        metrics.set_channel(
-            "detect_to_persist",
-            tx.max_capacity() - tx.capacity(),
-            tx.max_capacity(),
-        );
+        metrics.record_channel(channel::DETECT_TO_PERSIST, &tx);
         if tx.send(detected).await.is_err() {
             // Persist stopped (it reports its own error); nothing more can be committed.
             break;
@@ -345,6 +340,6 @@ mod tests {
         };
         let detected = d.process_batch(batch, &metrics);
         assert!(detected.alerts.is_empty());
-        assert_eq!(metrics.counters.detect_out_of_order.load(Relaxed), 1);
+        assert_eq!(metrics.counters.detect_out_of_order.get(), 1);
     }
 }

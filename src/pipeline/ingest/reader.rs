@@ -27,7 +27,7 @@ use crate::backoff::Backoff;
 use crate::config::{KafkaConfig, OffsetReset};
 use crate::kafka::dlq::{Dlq, DlqRecord};
 use crate::kafka::{self, Fetch, KafkaError};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, channel};
 use crate::pipeline::messages::{InRecord, IngestBatch};
 
 #[derive(Debug, thiserror::Error)]
@@ -140,10 +140,7 @@ pub async fn run_partition(
         for r in records.into_iter().filter(|r| r.offset >= next) {
             last = Some(r.offset);
             let value = r.record.value.as_deref().unwrap_or_default();
-            ctx.metrics
-                .counters
-                .ingest_bytes
-                .fetch_add(value.len() as u64, Relaxed);
+            ctx.metrics.counters.ingest_bytes.inc_by(value.len() as u64);
             match parser.parse(value) {
                 Ok(event) => good.push(InRecord {
                     partition,
@@ -165,7 +162,7 @@ pub async fn run_partition(
         ctx.metrics
             .counters
             .ingest_records
-            .fetch_add((good.len() + bad.len()) as u64, Relaxed);
+            .inc_by((good.len() + bad.len()) as u64);
         if !bad.is_empty() {
             tracing::debug!(topic, partition, count = bad.len(), "records sent to the DLQ");
             ctx.dlq.send(bad).await?;
@@ -182,11 +179,7 @@ pub async fn run_partition(
             () = cancel.cancelled() => break,
             sent = ctx.tx.send(batch) => if sent.is_err() { break },
         }
-        ctx.metrics.set_channel(
-            "ingest_to_detect",
-            ctx.tx.max_capacity() - ctx.tx.capacity(),
-            ctx.tx.max_capacity(),
-        );
+        ctx.metrics.record_channel(channel::INGEST_TO_DETECT, &ctx.tx);
         next = last + 1;
     }
     tracing::info!(topic, partition, next_offset = next, "ingest stopped");
@@ -201,7 +194,7 @@ async fn unreadable(ctx: &ReaderContext, partition: i32, offset: i64, limit: i32
         limit,
         "record too large to fetch; recorded in the DLQ and skipped"
     );
-    ctx.metrics.counters.ingest_records.fetch_add(1, Relaxed);
+    ctx.metrics.counters.ingest_records.inc();
     let record = DlqRecord {
         key: None,
         value: None,
@@ -245,7 +238,7 @@ async fn retry(
     backoff: &mut Backoff,
     cancel: &CancellationToken,
 ) -> Result<(), ()> {
-    ctx.metrics.counters.ingest_errors.fetch_add(1, Relaxed);
+    ctx.metrics.counters.ingest_errors.inc();
     let Some(delay) = backoff.failed(error) else {
         return Err(());
     };
@@ -307,7 +300,7 @@ async fn out_of_range(
         OffsetReset::Fail => Err(error),
         OffsetReset::Earliest if next > latest => Err(error),
         OffsetReset::Earliest => {
-            ctx.metrics.counters.offset_resets.fetch_add(1, Relaxed);
+            ctx.metrics.counters.offset_resets.inc();
             tracing::error!(
                 topic,
                 partition,

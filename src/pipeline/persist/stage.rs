@@ -40,7 +40,7 @@ use crate::backoff::{Backoff, Verdict};
 use crate::config::{Config, KafkaConfig, WindowsConfig};
 use crate::kafka::dlq::{Dlq, DlqRecord};
 use crate::kafka::{self, Fetch, KafkaError};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, channel};
 use crate::model::limits::MAX_VALUE_BYTES;
 use crate::model::window::{WindowKey, WindowRow};
 use crate::pipeline::messages::{CommittedBatch, DetectedBatch, Processed};
@@ -249,6 +249,7 @@ pub async fn run(
             // Publish stopped and reports its own error; what is committed is republished at restart.
             return Ok(());
         }
+        stage.metrics.record_channel(channel::PERSIST_TO_PUBLISH, &tx);
     }
     if !pending.is_empty() {
         let committed = stage.flush(pending).await?;
@@ -283,7 +284,7 @@ impl Stage {
                 backoff.succeeded("batch write");
                 break;
             };
-            self.metrics.counters.persist_errors.fetch_add(1, Relaxed);
+            self.metrics.counters.persist_errors.inc();
             self.metrics
                 .set_last_error(format!("persist: {}", crate::logging::chain(&e)));
             let verdict = match e.class() {
@@ -304,9 +305,8 @@ impl Stage {
                 .map(|p| (now - p.record.kafka_ts).num_microseconds().unwrap_or(0).max(0) as u64),
         );
         let c = &metrics.counters;
-        c.persist_batches.fetch_add(1, Relaxed);
-        c.persist_records
-            .fetch_add(pending.batch.records.len() as u64, Relaxed);
+        c.persist_batches.inc();
+        c.persist_records.inc_by(pending.batch.records.len() as u64);
         for (p, n) in &pending.offsets {
             metrics.partition(*p).committed.fetch_max(*n, Relaxed);
         }

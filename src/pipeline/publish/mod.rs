@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
@@ -94,10 +93,10 @@ impl Publisher {
         )
         .await;
         if result.is_err() {
-            self.metrics.counters.publish_errors.fetch_add(1, Relaxed);
+            self.metrics.counters.publish_errors.inc();
         }
         result?;
-        self.metrics.counters.publish_records.fetch_add(n, Relaxed);
+        self.metrics.counters.publish_records.inc_by(n);
         Ok(())
     }
 }

@@ -45,10 +45,10 @@ fn assert_well_formed(text: &str) {
 async fn metrics_are_prometheus_text_that_a_parser_reads() {
     let app = App::start("").await;
     let m = &app.metrics;
-    m.counters.ingest_records.store(1_234, Relaxed);
-    m.counters.dlq_records.store(7, Relaxed);
-    m.counters.persist_records.store(1_200, Relaxed);
-    m.counters.task_restarts.store(1, Relaxed);
+    m.counters.ingest_records.inc_by(1_234);
+    m.counters.dlq_records.inc_by(7);
+    m.counters.persist_records.inc_by(1_200);
+    m.counters.task_restarts.inc_by(1);
     let p0 = m.partition(0);
     p0.high_watermark.store(500, Relaxed);
     p0.committed.store(450, Relaxed);

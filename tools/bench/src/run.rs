@@ -302,7 +302,7 @@ async fn measure(
         rows_persisted,
         rows_per_s: Rate::new(u64::try_from(rows_persisted).unwrap_or(0), seconds).per_second(),
         listing_state_rows,
-        alerts_raised: metrics.counters.alerts_raised.load(Relaxed),
+        alerts_raised: metrics.counters.alerts_raised.get(),
         alert_rows,
         latency,
         broker_latency,
