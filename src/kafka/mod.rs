@@ -24,12 +24,12 @@ pub enum KafkaError {
         timeout: Duration,
         reason: String,
     },
-    #[error("Kafka {operation} on {topic}/{partition} failed: {source}")]
+    #[error("Kafka {operation} on {topic}/{partition} failed")]
     Partition {
         operation: &'static str,
         topic: String,
         partition: i32,
-        source: rskafka::client::error::Error,
+        source: ClientError,
     },
     #[error("Kafka {operation} on {topic}/{partition} took longer than {timeout:?}")]
     Timeout {
@@ -38,11 +38,24 @@ pub enum KafkaError {
         partition: i32,
         timeout: Duration,
     },
-    #[error("Kafka {operation} failed: {source}")]
+    #[error("Kafka {operation} failed")]
     Admin {
         operation: &'static str,
-        source: rskafka::client::error::Error,
+        source: ClientError,
     },
+}
+
+/// An rskafka error, the last link of a [`KafkaError`]'s chain. rskafka's messages already quote
+/// their causes (`"Request error: Cannot read data: …"`), so this one has no `source`: a printer
+/// of the chain says each cause once.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ClientError(pub rskafka::client::error::Error);
+
+impl From<rskafka::client::error::Error> for ClientError {
+    fn from(e: rskafka::client::error::Error) -> Self {
+        Self(e)
+    }
 }
 
 /// Connect to the configured brokers, giving up after `request_timeout` with a sentence that
@@ -85,7 +98,7 @@ pub async fn partition_client(
             operation: "connect",
             topic: topic.into(),
             partition,
-            source,
+            source: source.into(),
         }),
         Err(_) => Err(KafkaError::Timeout {
             operation: "connect",
@@ -125,7 +138,7 @@ pub async fn fetch(
             operation: "fetch",
             topic: pc.topic().into(),
             partition: pc.partition(),
-            source,
+            source: source.into(),
         }),
         Err(_) => Err(KafkaError::Timeout {
             operation: "fetch",

@@ -12,7 +12,7 @@ use rskafka::record::Record;
 
 use std::sync::Arc;
 
-use super::KafkaError;
+use super::{ClientError, KafkaError};
 use crate::backoff::{Backoff, Outage};
 use crate::config::KafkaConfig;
 
@@ -66,7 +66,7 @@ pub async fn produce_with(
                     operation: "produce",
                     topic: pc.topic().into(),
                     partition: pc.partition(),
-                    source,
+                    source: source.into(),
                 },
                 Err(_) => KafkaError::Timeout {
                     operation: "produce",
@@ -96,7 +96,7 @@ pub async fn produce_with(
 pub fn is_permanent(error: &KafkaError) -> bool {
     use rskafka::client::error::{Error as RsError, ProtocolError as P};
     let KafkaError::Partition {
-        source: RsError::ServerError { protocol_error, .. },
+        source: ClientError(RsError::ServerError { protocol_error, .. }),
         ..
     } = error
     else {

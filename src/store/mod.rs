@@ -23,20 +23,20 @@ pub use sqlstate::ErrorClass;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    #[error("invalid postgres.url {url}: {source}")]
+    #[error("invalid postgres.url {url}")]
     Url {
         url: String,
         source: tokio_postgres::Error,
     },
     #[error("cannot connect to PostgreSQL at {url}: {reason}")]
     Connect { url: String, reason: String },
-    #[error("PostgreSQL {operation} failed: {}", sqlstate::describe(.source))]
+    #[error("PostgreSQL {operation} failed")]
     Query {
         operation: &'static str,
-        source: tokio_postgres::Error,
+        source: DriverError,
     },
-    #[error("sending records PostgreSQL refused to the DLQ: {0}")]
-    Dlq(Box<crate::kafka::KafkaError>),
+    #[error("sending records PostgreSQL refused to the DLQ")]
+    Dlq(#[source] Box<crate::kafka::KafkaError>),
     #[error("migration {file} failed, database left as it was: {reason}")]
     Migration { file: String, reason: String },
     #[error(
@@ -50,15 +50,33 @@ pub enum StoreError {
     },
 }
 
+/// A driver error, the last link of a [`StoreError`]'s chain: the server's message with its
+/// SQLSTATE, or the driver's message with its causes ([`sqlstate::describe`]), said once and
+/// never holding the connection string.
+#[derive(Debug)]
+pub struct DriverError(pub tokio_postgres::Error);
+
+impl std::fmt::Display for DriverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&sqlstate::describe(&self.0))
+    }
+}
+
+/// No `source`: [`sqlstate::describe`] already says the driver's causes.
+impl std::error::Error for DriverError {}
+
 impl StoreError {
     pub fn query(operation: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Self {
-        move |source| Self::Query { operation, source }
+        move |e| Self::Query {
+            operation,
+            source: DriverError(e),
+        }
     }
 
     /// How a write that failed with this error is handled.
     pub fn class(&self) -> ErrorClass {
         match self {
-            Self::Query { source, .. } => sqlstate::class_of(source),
+            Self::Query { source, .. } => sqlstate::class_of(&source.0),
             Self::Connect { .. } | Self::Dlq(_) => ErrorClass::Transient,
             _ => ErrorClass::Other,
         }
@@ -67,7 +85,7 @@ impl StoreError {
     /// The SQLSTATE the server answered with, if it answered.
     pub fn sqlstate(&self) -> Option<&str> {
         match self {
-            Self::Query { source, .. } => source.as_db_error().map(|db| db.code().code()),
+            Self::Query { source, .. } => source.0.as_db_error().map(|db| db.code().code()),
             _ => None,
         }
     }
@@ -101,7 +119,7 @@ pub fn pool(cfg: &PostgresConfig) -> Result<Pool, StoreError> {
         .build()
         .map_err(|e| StoreError::Connect {
             url: redact_url(cfg.url.expose()),
-            reason: e.to_string(),
+            reason: crate::logging::chain(&e).to_string(),
         })
 }
 
