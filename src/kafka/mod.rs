@@ -148,3 +148,41 @@ pub async fn fetch(
         }),
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::logging::chain;
+    use rskafka::client::error::{Error as RsError, RequestError};
+
+    /// A partition error whose root cause is `broken pipe`.
+    pub(crate) fn broken_pipe(operation: &'static str) -> KafkaError {
+        KafkaError::Partition {
+            operation,
+            topic: "raw_prices".into(),
+            partition: 3,
+            source: RsError::Request(RequestError::IO(std::io::Error::other("broken pipe"))).into(),
+        }
+    }
+
+    #[test]
+    fn a_partition_error_names_its_partition_then_the_client_cause_once() {
+        let text = chain(&broken_pipe("fetch")).to_string();
+        assert_eq!(
+            text,
+            "Kafka fetch on raw_prices/3 failed: Request error: Cannot read/write data: broken pipe"
+        );
+        assert_eq!(text.matches("broken pipe").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn an_admin_error_says_the_client_cause_once() {
+        let e = KafkaError::Admin {
+            operation: "create topic",
+            source: RsError::InvalidResponse("no topics in the answer".into()).into(),
+        };
+        let text = chain(&e).to_string();
+        assert_eq!(text, "Kafka create topic failed: Invalid response: no topics in the answer");
+        assert_eq!(text.matches("no topics in the answer").count(), 1, "{text}");
+    }
+}

@@ -133,3 +133,46 @@ pub async fn client(pool: &Pool, cfg: &PostgresConfig) -> Result<deadpool_postgr
         },
     })
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::logging::chain;
+
+    /// A driver error whose root cause names the option `port` (the only public way to make one).
+    pub(crate) fn driver_error() -> tokio_postgres::Error {
+        "host=db port=notaport"
+            .parse::<tokio_postgres::Config>()
+            .expect_err("not a port")
+    }
+
+    #[test]
+    fn a_query_error_names_the_operation_then_the_driver_cause_once() {
+        let e = StoreError::query("insert price_history")(driver_error());
+        let text = chain(&e).to_string();
+        assert!(text.starts_with("PostgreSQL insert price_history failed: "), "{text}");
+        assert_eq!(text.matches("`port`").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn a_bad_url_is_named_redacted_with_its_cause_once() {
+        let e = StoreError::Url {
+            url: "postgres://app:<redacted>@db/x".into(),
+            source: driver_error(),
+        };
+        let text = chain(&e).to_string();
+        assert!(text.starts_with("invalid postgres.url postgres://app:<redacted>@db/x: "), "{text}");
+        assert_eq!(text.matches("`port`").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn a_dlq_failure_says_the_kafka_cause_once() {
+        let e = StoreError::Dlq(Box::new(crate::kafka::tests::broken_pipe("produce")));
+        let text = chain(&e).to_string();
+        assert_eq!(
+            text,
+            "sending records PostgreSQL refused to the DLQ: Kafka produce on raw_prices/3 failed: \
+             Request error: Cannot read/write data: broken pipe"
+        );
+    }
+}
