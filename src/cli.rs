@@ -28,7 +28,7 @@ pub fn parse<P: clap::Parser>() -> Result<P, ExitCode> {
 
 /// Load and validate the configuration; an error names the key and exits [`USAGE`].
 pub fn load_config(path: &Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|e| usage_error(&e))
+    Config::load(path).map_err(|e| usage_error(&crate::logging::chain(&e)))
 }
 
 /// Start logging (`--log-json` overrides `log.format`) and the multi-threaded runtime.

@@ -212,7 +212,7 @@ async fn offset_at(pc: &PartitionClient, at: OffsetAt, timeout: Duration) -> Res
             operation: "list offsets",
             topic: pc.topic().into(),
             partition: pc.partition(),
-            source,
+            source: source.into(),
         }),
         Err(_) => Err(KafkaError::Timeout {
             operation: "list offsets",

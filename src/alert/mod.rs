@@ -59,25 +59,25 @@ pub const WATCH_RULE_PREFIX: &str = "watch:";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AlertError {
-    #[error("alert consumer of {topic}/{partition}: {source}")]
+    #[error("alert consumer of {topic}/{partition}")]
     Consume {
         topic: String,
         partition: i32,
         source: Box<KafkaError>,
     },
-    #[error("alert evaluation of {topic}/{partition} up to offset {next_offset}: {source}")]
+    #[error("alert evaluation of {topic}/{partition} up to offset {next_offset}")]
     Evaluate {
         topic: String,
         partition: i32,
         next_offset: i64,
         source: StoreError,
     },
-    #[error("alert sender of channel `{channel}`: {source}")]
+    #[error("alert sender of channel `{channel}`")]
     Send { channel: String, source: StoreError },
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot build the HTTP client: {0}")]
-    Http(String),
+    #[error("cannot build the HTTP client")]
+    Http(#[source] reqwest::Error),
     #[error("notifier: {0}")]
     Notifier(String),
     #[error("alert task part `{0}` panicked")]

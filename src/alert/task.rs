@@ -39,7 +39,7 @@ pub fn http_client(cfg: &Config) -> Result<reqwest::Client, AlertError> {
         .connect_timeout(cfg.alert.request_timeout)
         .user_agent(concat!("ConScope/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| AlertError::Http(e.to_string()))
+        .map_err(AlertError::Http)
 }
 
 /// Build the notifier of channel `name`.

@@ -24,12 +24,12 @@ pub enum KafkaError {
         timeout: Duration,
         reason: String,
     },
-    #[error("Kafka {operation} on {topic}/{partition} failed: {source}")]
+    #[error("Kafka {operation} on {topic}/{partition} failed")]
     Partition {
         operation: &'static str,
         topic: String,
         partition: i32,
-        source: rskafka::client::error::Error,
+        source: ClientError,
     },
     #[error("Kafka {operation} on {topic}/{partition} took longer than {timeout:?}")]
     Timeout {
@@ -38,11 +38,24 @@ pub enum KafkaError {
         partition: i32,
         timeout: Duration,
     },
-    #[error("Kafka {operation} failed: {source}")]
+    #[error("Kafka {operation} failed")]
     Admin {
         operation: &'static str,
-        source: rskafka::client::error::Error,
+        source: ClientError,
     },
+}
+
+/// An rskafka error, the last link of a [`KafkaError`]'s chain. rskafka's messages already quote
+/// their causes (`"Request error: Cannot read data: …"`), so this one has no `source`: a printer
+/// of the chain says each cause once.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ClientError(pub rskafka::client::error::Error);
+
+impl From<rskafka::client::error::Error> for ClientError {
+    fn from(e: rskafka::client::error::Error) -> Self {
+        Self(e)
+    }
 }
 
 /// Connect to the configured brokers, giving up after `request_timeout` with a sentence that
@@ -85,7 +98,7 @@ pub async fn partition_client(
             operation: "connect",
             topic: topic.into(),
             partition,
-            source,
+            source: source.into(),
         }),
         Err(_) => Err(KafkaError::Timeout {
             operation: "connect",
@@ -125,7 +138,7 @@ pub async fn fetch(
             operation: "fetch",
             topic: pc.topic().into(),
             partition: pc.partition(),
-            source,
+            source: source.into(),
         }),
         Err(_) => Err(KafkaError::Timeout {
             operation: "fetch",
@@ -133,5 +146,46 @@ pub async fn fetch(
             partition: pc.partition(),
             timeout,
         }),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::logging::chain;
+    use rskafka::client::error::{Error as RsError, RequestError};
+
+    /// A partition error whose root cause is `broken pipe`.
+    pub(crate) fn broken_pipe(operation: &'static str) -> KafkaError {
+        KafkaError::Partition {
+            operation,
+            topic: "raw_prices".into(),
+            partition: 3,
+            source: RsError::Request(RequestError::IO(std::io::Error::other("broken pipe"))).into(),
+        }
+    }
+
+    #[test]
+    fn a_partition_error_names_its_partition_then_the_client_cause_once() {
+        let text = chain(&broken_pipe("fetch")).to_string();
+        assert_eq!(
+            text,
+            "Kafka fetch on raw_prices/3 failed: Request error: Cannot read/write data: broken pipe"
+        );
+        assert_eq!(text.matches("broken pipe").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn an_admin_error_says_the_client_cause_once() {
+        let e = KafkaError::Admin {
+            operation: "create topic",
+            source: RsError::InvalidResponse("no topics in the answer".into()).into(),
+        };
+        let text = chain(&e).to_string();
+        assert_eq!(
+            text,
+            "Kafka create topic failed: Invalid response: no topics in the answer"
+        );
+        assert_eq!(text.matches("no topics in the answer").count(), 1, "{text}");
     }
 }

@@ -12,7 +12,7 @@ use rskafka::record::Record;
 
 use std::sync::Arc;
 
-use super::KafkaError;
+use super::{ClientError, KafkaError};
 use crate::backoff::{Backoff, Outage, Verdict};
 use crate::config::KafkaConfig;
 
@@ -55,7 +55,7 @@ pub async fn produce_with(
                     operation: "produce",
                     topic: pc.topic().into(),
                     partition: pc.partition(),
-                    source,
+                    source: source.into(),
                 }),
                 Err(_) => Err(KafkaError::Timeout {
                     operation: "produce",
@@ -81,7 +81,7 @@ pub async fn produce_with(
 pub fn is_permanent(error: &KafkaError) -> bool {
     use rskafka::client::error::{Error as RsError, ProtocolError as P};
     let KafkaError::Partition {
-        source: RsError::ServerError { protocol_error, .. },
+        source: ClientError(RsError::ServerError { protocol_error, .. }),
         ..
     } = error
     else {

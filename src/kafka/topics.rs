@@ -30,7 +30,7 @@ pub async fn list(client: &Client, cfg: &KafkaConfig) -> Result<BTreeMap<String,
         })?
         .map_err(|source| KafkaError::Admin {
             operation: "list topics",
-            source,
+            source: source.into(),
         })?;
     Ok(topics
         .into_iter()
@@ -43,7 +43,7 @@ pub async fn ensure(client: &Client, cfg: &KafkaConfig) -> Result<Vec<(String, T
     let existing = list(client, cfg).await?;
     let controller = client.controller_client().map_err(|source| KafkaError::Admin {
         operation: "find controller",
-        source,
+        source: source.into(),
     })?;
     let timeout_ms = cfg.request_timeout.as_millis().min(i32::MAX as u128) as i32;
     let mut report = Vec::new();
@@ -69,7 +69,7 @@ pub async fn ensure(client: &Client, cfg: &KafkaConfig) -> Result<Vec<(String, T
             Ok(Err(source)) => {
                 return Err(KafkaError::Admin {
                     operation: "create topic",
-                    source,
+                    source: source.into(),
                 });
             }
             Err(_) => {

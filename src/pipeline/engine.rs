@@ -42,15 +42,15 @@ use crate::store::{self, StoreError, offsets, warm};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EngineError {
-    #[error("warm start: {0}")]
-    WarmStart(StoreError),
-    #[error("connecting output topics: {0}")]
+    #[error("warm start")]
+    WarmStart(#[source] StoreError),
+    #[error("connecting output topics")]
     Connect(#[from] KafkaError),
-    #[error("ingest of partition {partition}: {source}")]
+    #[error("ingest of partition {partition}")]
     Ingest { partition: i32, source: IngestError },
-    #[error("persist: {0}")]
-    Persist(StoreError),
-    #[error("publish: {0}")]
+    #[error("persist")]
+    Persist(#[source] StoreError),
+    #[error("publish")]
     Publish(#[from] PublishError),
     #[error("engine stage `{0}` panicked")]
     Panicked(String),

@@ -91,7 +91,7 @@ const CHANNEL_CAPACITY: usize = 2;
 pub enum ReplayError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io { what: String, source: std::io::Error },
     #[error("{0}")]
     Invalid(String),

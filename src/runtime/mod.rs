@@ -145,3 +145,83 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     tracing::info!("conscope stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::kafka::tests::broken_pipe;
+    use crate::logging::chain;
+    use crate::pipeline::engine::EngineError;
+    use crate::pipeline::ingest::IngestError;
+    use crate::pipeline::publish::PublishError;
+    use crate::store::tests::driver_error;
+
+    fn says_once(e: &(dyn std::error::Error + 'static), root: &str) -> String {
+        let text = chain(e).to_string();
+        assert_eq!(text.matches(root).count(), 1, "{root} in {text}");
+        text
+    }
+
+    #[test]
+    fn an_engine_error_says_its_stage_then_each_cause_once() {
+        let store = || StoreError::query("insert price_history")(driver_error());
+        let cases: [(EngineError, &str); 5] = [
+            (
+                EngineError::WarmStart(store()),
+                "warm start: PostgreSQL insert price_history failed: ",
+            ),
+            (
+                EngineError::Persist(store()),
+                "persist: PostgreSQL insert price_history failed: ",
+            ),
+            (
+                EngineError::Connect(broken_pipe("connect")),
+                "connecting output topics: Kafka connect on raw_prices/3 failed: ",
+            ),
+            (
+                EngineError::Ingest {
+                    partition: 3,
+                    source: IngestError::Kafka(broken_pipe("fetch")),
+                },
+                "ingest of partition 3: Kafka fetch on raw_prices/3 failed: ",
+            ),
+            (
+                EngineError::Publish(PublishError::Kafka(broken_pipe("produce"))),
+                "publish: Kafka produce on raw_prices/3 failed: ",
+            ),
+        ];
+        for (e, starts) in cases {
+            let root = if starts.contains("PostgreSQL") {
+                "`port`"
+            } else {
+                "broken pipe"
+            };
+            let text = says_once(&e, root);
+            assert!(text.starts_with(starts), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_run_error_says_each_cause_once() {
+        says_once(&RunError::Kafka(broken_pipe("fetch")), "broken pipe");
+        says_once(
+            &RunError::Store(StoreError::query("migrate")(driver_error())),
+            "`port`",
+        );
+        let engine = EngineError::Persist(StoreError::Dlq(Box::new(broken_pipe("produce"))));
+        let gave_up = RunError::Supervisor(SupervisorError::BudgetSpent {
+            task: "engine",
+            failures: 4,
+            budget: 3,
+            window: Duration::from_secs(600),
+            cause: supervisor::describe(&engine),
+        });
+        let text = says_once(&gave_up, "broken pipe");
+        assert!(
+            text.contains("giving up: persist: sending records PostgreSQL refused to the DLQ: Kafka produce"),
+            "{text}"
+        );
+    }
+}

@@ -52,7 +52,7 @@ fn start<P: Poller>(
     let poller = match poller {
         Ok(p) => Arc::new(p),
         Err(error) => {
-            tracing::error!(task, error = %error, "source not started; the rest of ConScope keeps running");
+            tracing::error!(task, error = %crate::logging::chain(&error), "source not started; the rest of ConScope keeps running");
             return;
         }
     };

@@ -72,6 +72,7 @@ pub async fn run(
         match tokio::time::timeout(Duration::from_secs(5), stored).await {
             Ok(Ok(_)) => postgres.succeeded(),
             Ok(Err(e)) => {
+                let e = crate::logging::chain(&e);
                 tracing::debug!(error = %e, "could not store metrics snapshot");
                 postgres.failed(&e);
             }
@@ -89,12 +90,13 @@ pub async fn run(
                 .await
                 .map_err(|source| kafka::KafkaError::Admin {
                     operation: "produce metrics",
-                    source,
+                    source: source.into(),
                 })
         };
         match tokio::time::timeout(cfg.kafka.request_timeout, produce).await {
             Ok(Ok(_)) => kafka.succeeded(),
             Ok(Err(e)) => {
+                let e = crate::logging::chain(&e);
                 tracing::debug!(error = %e, "could not produce metrics snapshot");
                 kafka.failed(&e);
             }

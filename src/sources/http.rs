@@ -43,10 +43,11 @@ pub enum PollError {
         detail: String,
         key: &'static str,
     },
-    #[error("{api}: gave up after {attempts} attempts: {last}")]
+    #[error("{api}: gave up after {attempts} attempts")]
     GaveUp {
         api: &'static str,
         attempts: u32,
+        #[source]
         last: Box<PollError>,
     },
 }
@@ -319,7 +320,8 @@ mod tests {
         .await
         .expect_err("deadline");
         assert!(
-            err.to_string()
+            crate::logging::chain(&err)
+                .to_string()
                 .starts_with("test: gave up after 1 attempts: test: no complete answer"),
             "{err}"
         );

@@ -82,7 +82,7 @@ pub async fn run<P: Poller>(
                 Ok(p) => producer.insert(p),
                 Err(error) => {
                     let retry_in = interval.min(PRODUCER_RETRY);
-                    tracing::warn!(source, error = %error, retry_in = ?retry_in, "cannot connect to raw_prices; polling later");
+                    tracing::warn!(source, error = %crate::logging::chain(&error), retry_in = ?retry_in, "cannot connect to raw_prices; polling later");
                     counters.source_errors.inc();
                     next = started + retry_in;
                     continue;
@@ -105,7 +105,7 @@ pub async fn run<P: Poller>(
                         .map(|e| (e.listing_key().as_bytes().to_vec(), to_wire_json(e), e.timestamp))
                         .collect();
                     if let Err(error) = producer_ref.send(records).await {
-                        tracing::warn!(source, events, error = %error, "cannot produce polled prices; they are polled again next time");
+                        tracing::warn!(source, events, error = %crate::logging::chain(&error), "cannot produce polled prices; they are polled again next time");
                         counters.source_errors.inc();
                         producer = None;
                         continue;
@@ -123,14 +123,14 @@ pub async fn run<P: Poller>(
             }
             Err(error) if error.is_fatal() => {
                 counters.source_errors.inc();
-                metrics.set_last_error(format!("source.{source}: {error}"));
-                tracing::error!(source, error = %error, "source stopped; the rest of ConScope keeps running");
+                metrics.set_last_error(format!("source.{source}: {}", crate::logging::chain(&error)));
+                tracing::error!(source, error = %crate::logging::chain(&error), "source stopped; the rest of ConScope keeps running");
                 return;
             }
             Err(error) => {
                 counters.source_errors.inc();
-                metrics.set_last_error(format!("source.{source}: {error}"));
-                tracing::warn!(source, error = %error, next_poll_in = ?next.saturating_duration_since(Instant::now()), "poll failed");
+                metrics.set_last_error(format!("source.{source}: {}", crate::logging::chain(&error)));
+                tracing::warn!(source, error = %crate::logging::chain(&error), next_poll_in = ?next.saturating_duration_since(Instant::now()), "poll failed");
             }
         }
     }

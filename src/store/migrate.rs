@@ -123,7 +123,7 @@ async fn apply_locked(client: &mut Client, migrations: &[Migration]) -> Result<A
             reason: e
                 .as_db_error()
                 .map(|d| d.message().to_string())
-                .unwrap_or_else(|| e.to_string()),
+                .unwrap_or_else(|| super::sqlstate::describe(&e)),
         };
         let tx = client.transaction().await.map_err(failed)?;
         tx.batch_execute(m.sql).await.map_err(failed)?;

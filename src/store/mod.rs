@@ -23,20 +23,20 @@ pub use sqlstate::ErrorClass;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    #[error("invalid postgres.url {url}: {source}")]
+    #[error("invalid postgres.url {url}")]
     Url {
         url: String,
         source: tokio_postgres::Error,
     },
     #[error("cannot connect to PostgreSQL at {url}: {reason}")]
     Connect { url: String, reason: String },
-    #[error("PostgreSQL {operation} failed: {}", sqlstate::describe(.source))]
+    #[error("PostgreSQL {operation} failed")]
     Query {
         operation: &'static str,
-        source: tokio_postgres::Error,
+        source: DriverError,
     },
-    #[error("sending records PostgreSQL refused to the DLQ: {0}")]
-    Dlq(Box<crate::kafka::KafkaError>),
+    #[error("sending records PostgreSQL refused to the DLQ")]
+    Dlq(#[source] Box<crate::kafka::KafkaError>),
     #[error("migration {file} failed, database left as it was: {reason}")]
     Migration { file: String, reason: String },
     #[error(
@@ -50,15 +50,33 @@ pub enum StoreError {
     },
 }
 
+/// A driver error, the last link of a [`StoreError`]'s chain: the server's message with its
+/// SQLSTATE, or the driver's message with its causes ([`sqlstate::describe`]), said once and
+/// never holding the connection string.
+#[derive(Debug)]
+pub struct DriverError(pub tokio_postgres::Error);
+
+impl std::fmt::Display for DriverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&sqlstate::describe(&self.0))
+    }
+}
+
+/// No `source`: [`sqlstate::describe`] already says the driver's causes.
+impl std::error::Error for DriverError {}
+
 impl StoreError {
     pub fn query(operation: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Self {
-        move |source| Self::Query { operation, source }
+        move |e| Self::Query {
+            operation,
+            source: DriverError(e),
+        }
     }
 
     /// How a write that failed with this error is handled.
     pub fn class(&self) -> ErrorClass {
         match self {
-            Self::Query { source, .. } => sqlstate::class_of(source),
+            Self::Query { source, .. } => sqlstate::class_of(&source.0),
             Self::Connect { .. } | Self::Dlq(_) => ErrorClass::Transient,
             _ => ErrorClass::Other,
         }
@@ -67,7 +85,7 @@ impl StoreError {
     /// The SQLSTATE the server answered with, if it answered.
     pub fn sqlstate(&self) -> Option<&str> {
         match self {
-            Self::Query { source, .. } => source.as_db_error().map(|db| db.code().code()),
+            Self::Query { source, .. } => source.0.as_db_error().map(|db| db.code().code()),
             _ => None,
         }
     }
@@ -101,7 +119,7 @@ pub fn pool(cfg: &PostgresConfig) -> Result<Pool, StoreError> {
         .build()
         .map_err(|e| StoreError::Connect {
             url: redact_url(cfg.url.expose()),
-            reason: e.to_string(),
+            reason: crate::logging::chain(&e).to_string(),
         })
 }
 
@@ -114,4 +132,53 @@ pub async fn client(pool: &Pool, cfg: &PostgresConfig) -> Result<deadpool_postgr
             other => other.to_string(),
         },
     })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::logging::chain;
+
+    /// A driver error whose root cause names the option `port` (the only public way to make one).
+    pub(crate) fn driver_error() -> tokio_postgres::Error {
+        "host=db port=notaport"
+            .parse::<tokio_postgres::Config>()
+            .expect_err("not a port")
+    }
+
+    #[test]
+    fn a_query_error_names_the_operation_then_the_driver_cause_once() {
+        let e = StoreError::query("insert price_history")(driver_error());
+        let text = chain(&e).to_string();
+        assert!(
+            text.starts_with("PostgreSQL insert price_history failed: "),
+            "{text}"
+        );
+        assert_eq!(text.matches("`port`").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn a_bad_url_is_named_redacted_with_its_cause_once() {
+        let e = StoreError::Url {
+            url: "postgres://app:<redacted>@db/x".into(),
+            source: driver_error(),
+        };
+        let text = chain(&e).to_string();
+        assert!(
+            text.starts_with("invalid postgres.url postgres://app:<redacted>@db/x: "),
+            "{text}"
+        );
+        assert_eq!(text.matches("`port`").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn a_dlq_failure_says_the_kafka_cause_once() {
+        let e = StoreError::Dlq(Box::new(crate::kafka::tests::broken_pipe("produce")));
+        let text = chain(&e).to_string();
+        assert_eq!(
+            text,
+            "sending records PostgreSQL refused to the DLQ: Kafka produce on raw_prices/3 failed: \
+             Request error: Cannot read/write data: broken pipe"
+        );
+    }
 }

@@ -10,6 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::logging;
 use crate::store::StoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,8 +59,8 @@ impl From<StoreError> for ApiError {
             // Class 08: connection exceptions; 57: operator intervention (statement timeout,
             // shutdown); 53: insufficient resources. Anything else is a bug worth a 500.
             StoreError::Query { source, .. } => {
-                source.is_closed()
-                    || source.code().is_none_or(|c| {
+                source.0.is_closed()
+                    || source.0.code().is_none_or(|c| {
                         let code = c.code();
                         code.starts_with("08") || code.starts_with("57") || code.starts_with("53")
                     })
@@ -67,10 +68,10 @@ impl From<StoreError> for ApiError {
             _ => false,
         };
         if unavailable {
-            tracing::warn!(error = %e, "web query failed: database unavailable");
+            tracing::warn!(error = %logging::chain(&e), "web query failed: database unavailable");
             Self::unavailable("database unavailable")
         } else {
-            tracing::error!(error = %e, "web query failed");
+            tracing::error!(error = %logging::chain(&e), "web query failed");
             Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
         }
     }

@@ -120,19 +120,19 @@ pub async fn ready(State(s): State<WebState>) -> (StatusCode, Json<Readiness>) {
             .await
             .map_err(|e| match e {
                 StoreError::Connect { reason, .. } => format!("cannot connect: {reason}"),
-                other => other.to_string(),
+                other => crate::logging::chain(&other).to_string(),
             })?;
         c.simple_query("SELECT 1")
             .await
             .map(|_| ())
-            .map_err(|e| format!("SELECT 1 failed: {e}"))
+            .map_err(|e| format!("SELECT 1 failed: {}", crate::store::sqlstate::describe(&e)))
     });
     let kafka = probe(&s, async {
         s.kafka
             .list_topics()
             .await
             .map(|_| ())
-            .map_err(|e| format!("broker metadata request failed: {e}"))
+            .map_err(|e| format!("broker metadata request failed: {}", crate::kafka::ClientError(e)))
     });
     let (postgres, kafka) = tokio::join!(pg, kafka);
     let postgres = postgres.with_outage(&s.metrics.postgres_outage);

@@ -53,9 +53,9 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WebError {
-    #[error("web.listen {listen}: cannot listen: {source}")]
+    #[error("web.listen {listen}: cannot listen")]
     Bind { listen: String, source: std::io::Error },
-    #[error("web server on {addr} failed: {source}")]
+    #[error("web server on {addr} failed")]
     Serve {
         addr: SocketAddr,
         source: std::io::Error,

@@ -178,6 +178,42 @@ fn check_config_and_logs_never_show_secrets() {
     );
 }
 
+#[test]
+fn a_failing_command_prints_its_root_cause_once_and_exits_1() {
+    let mut cfg = conscope::config::Config::default();
+    let port = harness::free_port();
+    cfg.postgres.url = Secret::new(format!("postgres://app:pw-secret@127.0.0.1:{port}/conscope"));
+    cfg.postgres.connect_timeout = Duration::from_secs(2);
+    let path = harness::write_config(&cfg);
+    let out = harness::conscope(&path).arg("migrate").output().expect("migrate");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "error: cannot connect to PostgreSQL at postgres://app:<redacted>@127.0.0.1:{port}/conscope: "
+        )),
+        "{err}"
+    );
+    assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
+    assert!(!err.contains("pw-secret"), "{err}");
+}
+
+#[test]
+fn an_unreadable_config_file_names_it_and_its_cause_once() {
+    let path = std::env::temp_dir().join(format!("{}.toml", harness::unique("missing")));
+    let out = harness::conscope(&path)
+        .arg("check-config")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("error: cannot read config file {}: ", path.display())),
+        "{err}"
+    );
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}
+
 #[tokio::test]
 async fn topics_create_is_idempotent() {
     let db = TestDb::migrated().await.expect("db");

@@ -261,7 +261,7 @@ async fn offset_at(
             operation: "list offsets",
             topic: topic.into(),
             partition: pc.partition(),
-            source,
+            source: source.into(),
         }),
         Err(_) => Err(KafkaError::Timeout {
             operation: "list offsets",

@@ -79,7 +79,7 @@ pub async fn write_records(
                 if range.len() == 1 {
                     refused.push(Refused {
                         index: range.start,
-                        reason: e.to_string(),
+                        reason: crate::logging::chain(&e).to_string(),
                     });
                 } else {
                     let mid = range.start + range.len() / 2;
@@ -136,7 +136,7 @@ pub async fn write_windows(
                 sp.rollback()
                     .await
                     .map_err(StoreError::query("rollback to savepoint"))?;
-                refused.push((row.key.clone(), e.to_string()));
+                refused.push((row.key.clone(), crate::logging::chain(&e).to_string()));
             }
             Err(e) => return Err(e),
         }

@@ -166,6 +166,7 @@ async fn mark(pool: &Pool, cfg: &Config, offsets: &[(i32, i64)], outage: &mut Ca
     match result {
         Ok(()) => outage.succeeded(),
         Err(e) => {
+            let e = crate::logging::chain(&e);
             tracing::debug!(error = %e, "could not record published offsets; they will be republished at restart");
             outage.failed(&e);
         }

@@ -86,7 +86,7 @@ async fn call<T>(
             operation,
             topic: pc.topic().into(),
             partition: pc.partition(),
-            source,
+            source: source.into(),
         }),
         Err(_) => Err(KafkaError::Timeout {
             operation,

@@ -51,9 +51,9 @@ pub enum BenchError {
     Store(Box<StoreError>),
     #[error(transparent)]
     Prepare(Box<RunError>),
-    #[error("the engine failed: {0}")]
-    Engine(Box<EngineError>),
-    #[error("{what}: {source}")]
+    #[error("the engine failed")]
+    Engine(#[source] Box<EngineError>),
+    #[error("{what}")]
     Io { what: String, source: std::io::Error },
     #[error("the producer (`conscope-bench produce`) failed: {0}")]
     Producer(String),

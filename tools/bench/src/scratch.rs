@@ -63,7 +63,7 @@ async fn admin(url: &Secret) -> Result<tokio_postgres::Client, StoreError> {
             .await
             .map_err(|e| StoreError::Connect {
                 url: conscope::config::redact_url(url.expose()),
-                reason: e.to_string(),
+                reason: conscope::store::sqlstate::describe(&e),
             })?;
     tokio::spawn(conn);
     Ok(client)
@@ -105,7 +105,7 @@ impl Scratch {
         let python_alerts_topic = format!("first_conscope_alerts_bench_{id}");
         let controller = kafka.controller_client().map_err(|source| KafkaError::Admin {
             operation: "find controller",
-            source,
+            source: source.into(),
         })?;
         let timeout_ms = cfg.kafka.request_timeout.as_millis().min(i32::MAX as u128) as i32;
         tokio::time::timeout(
@@ -116,7 +116,7 @@ impl Scratch {
         .map_err(|_| BenchError::Invalid(format!("creating topic {python_alerts_topic} got no answer")))?
         .map_err(|source| KafkaError::Admin {
             operation: "create topic",
-            source,
+            source: source.into(),
         })?;
         Ok(Self {
             cfg,
@@ -146,7 +146,11 @@ impl Scratch {
                 .map_err(StoreError::query("drop the benchmark database"))
         };
         if let Err(e) = dropped.await {
-            problems.push(format!("database {} was not dropped: {e}", self.database));
+            problems.push(format!(
+                "database {} was not dropped: {}",
+                self.database,
+                conscope::logging::chain(&e)
+            ));
         }
         problems
     }

@@ -31,7 +31,7 @@ pub async fn hold_history_lock(
             .await
             .map_err(|e| StoreError::Connect {
                 url: redact_url(url.expose()),
-                reason: e.to_string(),
+                reason: conscope::store::sqlstate::describe(&e),
             })?;
     tokio::spawn(conn);
     client
