@@ -255,9 +255,9 @@ impl Backoff {
             outage.failed(&error);
         }
         if self.failing_since.is_none() && !by_outage {
-            tracing::warn!(what, error = %error, retry_in = ?delay, "failed; retrying (retries are logged at DEBUG)");
+            tracing::warn!(error = %error, retry_in = ?delay, "{what} failed; retrying (retries are logged at DEBUG)");
         } else {
-            tracing::debug!(what, error = %error, retry_in = ?delay, attempt = self.attempts, "failed again; retrying");
+            tracing::debug!(error = %error, retry_in = ?delay, attempt = self.attempts, "{what} failed again; retrying");
         }
         self.failing_since.get_or_insert_with(tokio::time::Instant::now);
         Some(delay)
@@ -268,7 +268,7 @@ impl Backoff {
         if let Some(since) = self.failing_since
             && self.outage.as_ref().is_none_or(|o| !o.failing)
         {
-            tracing::info!(what, attempts = self.attempts, failing_for = ?since.elapsed(), "succeeded again");
+            tracing::info!(attempts = self.attempts, failing_for = ?since.elapsed(), "{what} succeeded again");
         }
         self.reset();
     }

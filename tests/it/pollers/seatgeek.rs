@@ -211,7 +211,8 @@ async fn seatgeek_gives_up_at_the_backoff_deadline_without_showing_credentials()
         .expect_err("gives up");
     assert!(matches!(err, PollError::GaveUp { .. }), "{err:?}");
     assert!(!err.is_fatal());
-    let text = err.to_string();
+    // As printed (the error with its causes).
+    let text = conscope::logging::chain(&err).to_string();
     assert!(text.contains("HTTP 503"), "{text}");
     assert_no_secret(&text);
     assert_no_secret(&format!("{err:?}"));
@@ -263,7 +264,7 @@ async fn seatgeek_unreachable_server_error_hides_the_url() {
         .poll_once()
         .await
         .expect_err("nothing listens");
-    let text = err.to_string();
+    let text = conscope::logging::chain(&err).to_string();
     assert!(text.contains("request failed"), "{text}");
     assert!(!text.contains("client_id="), "{text}");
     assert_no_secret(&text);
