@@ -16,21 +16,25 @@ use std::path::{Path, PathBuf};
 const ALLOWED: &[(&str, &[&str])] = &[
     ("model", &[]),
     ("config", &["model"]),
-    ("backoff", &["config", "model", "metrics"]),
-    ("metrics", &["config", "model", "backoff"]),
+    ("backoff", &["config", "logging", "model", "metrics"]),
+    ("metrics", &["config", "logging", "model", "backoff"]),
     ("logging", &["config"]),
     ("cli", &["config", "logging"]),
     ("alloc", &[]),
     ("retry_after", &[]),
     ("rate", &[]),
     ("usage", &[]),
-    ("kafka", &["config", "model", "backoff", "metrics"]),
-    ("store", &["config", "model", "backoff", "metrics", "kafka"]),
+    ("kafka", &["config", "logging", "model", "backoff", "metrics"]),
+    (
+        "store",
+        &["config", "logging", "model", "backoff", "metrics", "kafka"],
+    ),
     // Pollers normalise marketplace times with the parser's own rules.
     (
         "sources",
         &[
             "config",
+            "logging",
             "model",
             "backoff",
             "metrics",
@@ -47,6 +51,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "pipeline::ingest",
         &[
             "config",
+            "logging",
             "model",
             "backoff",
             "metrics",
@@ -59,6 +64,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "pipeline::detect",
         &[
             "config",
+            "logging",
             "model",
             "backoff",
             "metrics",
@@ -71,6 +77,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "pipeline::persist",
         &[
             "config",
+            "logging",
             "model",
             "backoff",
             "metrics",
@@ -83,6 +90,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "pipeline::publish",
         &[
             "config",
+            "logging",
             "model",
             "backoff",
             "metrics",
@@ -94,7 +102,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "pipeline::engine",
         &[
-            "config", "model", "backoff", "metrics", "kafka", "store", "pipeline",
+            "config", "logging", "model", "backoff", "metrics", "kafka", "store", "pipeline",
         ],
     ),
     ("pipeline", &["pipeline"]),
@@ -102,6 +110,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "alert",
         &[
             "config",
+            "logging",
             "model",
             "backoff",
             "metrics",
@@ -115,6 +124,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "web",
         &[
             "config",
+            "logging",
             "model",
             "backoff",
             "metrics",
@@ -128,14 +138,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "runtime",
         &[
-            "config", "model", "backoff", "metrics", "kafka", "store", "sources", "pipeline", "alert", "web",
-            "rate",
+            "config", "logging", "model", "backoff", "metrics", "kafka", "store", "sources", "pipeline",
+            "alert", "web", "rate",
         ],
     ),
     (
         "replay",
         &[
-            "config", "model", "backoff", "metrics", "kafka", "store", "pipeline", "usage", "rate",
+            "config", "logging", "model", "backoff", "metrics", "kafka", "store", "pipeline", "usage", "rate",
         ],
     ),
 ];
