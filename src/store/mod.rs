@@ -147,28 +147,23 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_query_error_names_the_operation_then_the_driver_cause_once() {
-        let e = StoreError::query("insert price_history")(driver_error());
-        let text = chain(&e).to_string();
-        assert!(
-            text.starts_with("PostgreSQL insert price_history failed: "),
-            "{text}"
-        );
-        assert_eq!(text.matches("`port`").count(), 1, "{text}");
-    }
-
-    #[test]
-    fn a_bad_url_is_named_redacted_with_its_cause_once() {
-        let e = StoreError::Url {
+    fn a_query_or_url_error_says_its_own_context_then_the_driver_cause_once() {
+        let bad_url = StoreError::Url {
             url: "postgres://app:<redacted>@db/x".into(),
             source: driver_error(),
         };
-        let text = chain(&e).to_string();
-        assert!(
-            text.starts_with("invalid postgres.url postgres://app:<redacted>@db/x: "),
-            "{text}"
-        );
-        assert_eq!(text.matches("`port`").count(), 1, "{text}");
+        let cases = [
+            (
+                StoreError::query("insert price_history")(driver_error()),
+                "PostgreSQL insert price_history failed: ",
+            ),
+            (bad_url, "invalid postgres.url postgres://app:<redacted>@db/x: "),
+        ];
+        for (e, context) in cases {
+            let text = chain(&e).to_string();
+            assert!(text.starts_with(context), "{text}");
+            assert_eq!(text.matches("`port`").count(), 1, "{text}");
+        }
     }
 
     #[test]

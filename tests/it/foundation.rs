@@ -104,16 +104,18 @@ async fn a_failing_migration_leaves_the_database_as_it_was_and_names_the_file() 
     assert_eq!(recorded, 0);
 }
 
+/// What `conscope check-config` printed on stderr, having refused `path` with exit code 2.
+fn check_config_refused(path: &std::path::Path) -> String {
+    let out = harness::conscope(path).arg("check-config").output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn check_config_names_every_mistake_and_exits_2() {
     let path = std::env::temp_dir().join(format!("{}.toml", harness::unique("bad")));
     std::fs::write(&path, "[kafka]\nbrokers = []\n[postgres]\npool_size = 0\n").expect("write");
-    let out = harness::conscope(&path)
-        .arg("check-config")
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = check_config_refused(&path);
     assert!(err.contains("kafka.brokers: must not be empty"), "{err}");
     assert!(err.contains("postgres.pool_size: must be at least 2"), "{err}");
 }
@@ -122,12 +124,7 @@ fn check_config_names_every_mistake_and_exits_2() {
 fn unknown_keys_and_bad_usage_exit_2() {
     let path = std::env::temp_dir().join(format!("{}.toml", harness::unique("typo")));
     std::fs::write(&path, "[pipeline]\nbatch_size = 5\n").expect("write");
-    let out = harness::conscope(&path)
-        .arg("check-config")
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = check_config_refused(&path);
     assert!(err.contains("pipeline") && err.contains("batch_size"), "{err}");
 
     let out = harness::conscope(&path)
@@ -201,12 +198,7 @@ fn a_failing_command_prints_its_root_cause_once_and_exits_1() {
 #[test]
 fn an_unreadable_config_file_names_it_and_its_cause_once() {
     let path = std::env::temp_dir().join(format!("{}.toml", harness::unique("missing")));
-    let out = harness::conscope(&path)
-        .arg("check-config")
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = check_config_refused(&path);
     assert!(
         err.contains(&format!("error: cannot read config file {}: ", path.display())),
         "{err}"

@@ -211,7 +211,6 @@ async fn seatgeek_gives_up_at_the_backoff_deadline_without_showing_credentials()
         .expect_err("gives up");
     assert!(matches!(err, PollError::GaveUp { .. }), "{err:?}");
     assert!(!err.is_fatal());
-    // As printed (the error with its causes).
     let text = conscope::logging::chain(&err).to_string();
     assert!(text.contains("HTTP 503"), "{text}");
     assert_no_secret(&text);
@@ -240,7 +239,7 @@ async fn seatgeek_refused_client_id_is_fatal_and_named() {
         .await
         .expect_err("refused");
     assert!(err.is_fatal(), "{err:?}");
-    let text = err.to_string();
+    let text = conscope::logging::chain(&err).to_string();
     assert!(text.contains("sources.seatgeek.client_id"), "{text}");
     assert_no_secret(&text);
     assert_eq!(api.seen().len(), 1);

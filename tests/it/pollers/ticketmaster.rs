@@ -267,7 +267,7 @@ async fn ticketmaster_invalid_api_key_is_fatal_without_retry() {
         .await
         .expect_err("refused");
     assert!(err.is_fatal(), "{err:?}");
-    let text = err.to_string();
+    let text = conscope::logging::chain(&err).to_string();
     assert!(
         text.contains("oauth.v2.InvalidApiKey") && text.contains("sources.ticketmaster.api_key"),
         "{text}"
