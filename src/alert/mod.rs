@@ -43,7 +43,7 @@ pub mod watch;
 
 use serde::{Deserialize, Serialize};
 
-use crate::kafka::KafkaError;
+use crate::kafka::reader::ReadError;
 use crate::model::Alert;
 use crate::store::StoreError;
 
@@ -63,7 +63,7 @@ pub enum AlertError {
     Consume {
         topic: String,
         partition: i32,
-        source: Box<KafkaError>,
+        source: Box<ReadError>,
     },
     #[error("alert evaluation of {topic}/{partition} up to offset {next_offset}")]
     Evaluate {

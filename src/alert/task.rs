@@ -100,8 +100,12 @@ pub async fn run(ctx: AlertContext, cancel: CancellationToken) -> Result<(), Ale
                 start_from: cfg.alert.start_from,
             };
             let (k, kcfg, tx, token) = (ctx.kafka.clone(), cfg.kafka.clone(), tx.clone(), stop.clone());
+            let metrics = ctx.metrics.clone();
             let label = format!("consumer {}/{partition}", topic.name);
-            parts.spawn(async move { (label, consumer::run_partition(k, kcfg, spec, tx, token).await) });
+            parts.spawn(async move {
+                let read = consumer::run_partition(k, kcfg, &metrics, spec, tx, token).await;
+                (label, read)
+            });
         }
     }
     drop(client);

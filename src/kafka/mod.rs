@@ -1,8 +1,11 @@
 //! Kafka plumbing shared by every stage: building an rskafka client with deadlines (rskafka 0.6
-//! retries forever by default), partition clients, and topic administration ([`topics`]).
+//! retries forever by default), partition clients, the one partition reader of ingest and the
+//! alert task ([`reader`]), producing ([`produce`]), the dead-letter queue ([`dlq`]) and topic
+//! administration ([`topics`]).
 
 pub mod dlq;
 pub mod produce;
+pub mod reader;
 pub mod topics;
 
 use std::sync::Arc;

@@ -13,6 +13,7 @@ mod order;
 mod outage;
 mod poison;
 mod pollers;
+mod reader;
 mod secrets;
 mod simulated;
 mod web;

@@ -1,51 +1,44 @@
-//! One raw_prices partition reader.
+//! One raw_prices partition reader: the shared [`PartitionReader`] fetches, this file parses.
 //!
 //! ```text
-//!  fetch(next, ≤ fetch_max_bytes, fetch_max_wait_ms) ──► parse each record
-//!        ▲                                                 │ bad → DLQ (acknowledged first)
+//!  PartitionReader::read(next, ≤ fetch_max_bytes) ──► parse each record
+//!        ▲                                              │ bad → DLQ (acknowledged first)
 //!        └── next = last offset + 1 ◄── send IngestBatch ◄─┘ good
 //! ```
 //!
-//! Every Kafka call is bounded by `request_timeout`; failures are retried with the Kafka
+//! The reader bounds every Kafka call by `request_timeout` and retries failures with the Kafka
 //! backoff, rebuilding the partition client. By default the backoff has no deadline: a broker
 //! outage is waited out, reported once to `Metrics::kafka_outage` (one WARN when it begins, one
 //! when it ends). With a deadline set, the task fails when it passes and the supervisor
 //! restarts the engine from the stored offsets. A stored offset the broker no longer has
-//! follows `kafka.offset_out_of_range`.
+//! follows `kafka.offset_out_of_range`; a record too large to fetch goes to the DLQ.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use rskafka::client::Client;
-use rskafka::client::partition::{OffsetAt, PartitionClient};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::parse::Parser;
 use crate::backoff::Backoff;
 use crate::config::{KafkaConfig, OffsetReset};
+use crate::kafka::KafkaError;
 use crate::kafka::dlq::{Dlq, DlqRecord};
-use crate::kafka::{self, Fetch, KafkaError};
+use crate::kafka::reader::{OutOfRange, PartitionReader, Read, ReadError, Start};
 use crate::metrics::{Metrics, channel};
 use crate::pipeline::messages::{InRecord, IngestBatch};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IngestError {
+    /// Reading the partition (an offset gone from the broker included).
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// Handing bad records to the DLQ.
     #[error(transparent)]
     Kafka(#[from] KafkaError),
-    #[error(
-        "stored offset {offset} of {topic}/{partition} is no longer on the broker (it has {earliest}..{latest}); \
-         set kafka.offset_out_of_range = \"earliest\" to continue from {earliest} and accept the possible loss"
-    )]
-    OffsetOutOfRange {
-        topic: String,
-        partition: i32,
-        offset: i64,
-        earliest: i64,
-        latest: i64,
-    },
 }
 
 /// Everything a partition reader needs.
@@ -68,77 +61,37 @@ pub async fn run_partition(
     cancel: CancellationToken,
 ) -> Result<(), IngestError> {
     let topic = ctx.cfg.topics.raw_prices.name.clone();
-    let timeout = ctx.cfg.request_timeout;
-    let mut backoff = Backoff::tracked(&ctx.cfg.backoff, &ctx.metrics.kafka_outage, "ingest");
-    let mut pc = connect(&ctx, &topic, partition, &mut backoff, &cancel).await?;
-    let mut next = match start {
-        Some(n) => n,
-        None => loop {
-            match offset_at(&pc, OffsetAt::Earliest, &topic, timeout).await {
-                Ok(earliest) => break earliest,
-                Err(e) => {
-                    retry(&ctx, &e, &mut backoff, &cancel).await.map_err(|()| e)?;
-                    pc = connect(&ctx, &topic, partition, &mut backoff, &cancel).await?;
-                }
-            }
-        },
+    let start = start.map_or(Start::Earliest, Start::At);
+    let Some(mut reader) = reader(&ctx, &topic, partition).start(start, &cancel).await? else {
+        return Ok(());
     };
     let progress = ctx.metrics.partition(partition);
-    progress.committed.fetch_max(next, Relaxed);
-    tracing::info!(topic, partition, next_offset = next, "ingest started");
+    progress.committed.fetch_max(reader.next_offset(), Relaxed);
+    tracing::info!(
+        topic,
+        partition,
+        next_offset = reader.next_offset(),
+        "ingest started"
+    );
     let mut parser = Parser::with_max_future_skew(ctx.max_future_skew);
-    let max_wait = ctx.cfg.fetch_max_wait_ms;
-    let mut max_bytes = ctx.cfg.fetch_max_bytes;
-    loop {
-        // Cancellation first: on shutdown stop fetching at once; nothing fetched is lost, it
-        // simply was not committed and is read again after restart.
-        let fetched = tokio::select! {
-            biased;
-            () = cancel.cancelled() => break,
-            r = kafka::fetch(&pc, next, max_bytes, max_wait, timeout) => r,
-        };
-        let (records, high_watermark) = match fetched {
-            Ok(Fetch::Records(records, high_watermark)) => {
-                backoff.reset();
-                (records, high_watermark)
-            }
-            Ok(Fetch::OutOfRange) => {
-                match out_of_range(&ctx, &pc, &topic, partition, next).await {
-                    Ok(n) => next = n,
-                    Err(IngestError::Kafka(e)) => {
-                        retry(&ctx, &e, &mut backoff, &cancel).await.map_err(|()| e)?;
-                        pc = connect(&ctx, &topic, partition, &mut backoff, &cancel).await?;
-                    }
-                    Err(e) => return Err(e),
-                }
-                continue;
-            }
-            Err(e) => {
-                retry(&ctx, &e, &mut backoff, &cancel).await.map_err(|()| e)?;
-                pc = connect(&ctx, &topic, partition, &mut backoff, &cancel).await?;
+    // Cancellation ends the read at once; nothing fetched is lost, it simply was not committed
+    // and is read again after restart.
+    while let Some(read) = reader.read().await? {
+        let batch = match read {
+            Read::Records(batch) => batch,
+            Read::Unreadable { offset, limit } => {
+                unreadable(&ctx, partition, offset, limit).await?;
                 continue;
             }
         };
-        progress.high_watermark.store(high_watermark, Relaxed);
-        if records.iter().all(|r| r.offset < next) && high_watermark > next {
-            // Nothing came back although records exist: the next one is larger than the limit
-            // (a broker need not return an oversized first record). Fetch it alone with a
-            // larger limit; past the cap, record it in the DLQ as unreadable and move on.
-            if max_bytes < ctx.cfg.fetch_max_record_bytes {
-                max_bytes = max_bytes.saturating_mul(4).min(ctx.cfg.fetch_max_record_bytes);
-                continue;
-            }
-            unreadable(&ctx, partition, next, max_bytes).await?;
-            next += 1;
+        progress.high_watermark.store(batch.high_watermark, Relaxed);
+        if batch.records.is_empty() {
             continue;
         }
-        max_bytes = ctx.cfg.fetch_max_bytes;
         let fetched_at = Instant::now();
-        let mut good = Vec::with_capacity(records.len());
+        let mut good = Vec::with_capacity(batch.records.len());
         let mut bad = Vec::new();
-        let mut last = None;
-        for r in records.into_iter().filter(|r| r.offset >= next) {
-            last = Some(r.offset);
+        for r in batch.records {
             let value = r.record.value.as_deref().unwrap_or_default();
             ctx.metrics.counters.ingest_bytes.inc_by(value.len() as u64);
             match parser.parse(value) {
@@ -158,7 +111,6 @@ pub async fn run_partition(
                 }),
             }
         }
-        let Some(last) = last else { continue };
         ctx.metrics
             .counters
             .ingest_records
@@ -170,7 +122,7 @@ pub async fn run_partition(
         let batch = IngestBatch {
             partition,
             records: good,
-            next_offset: last + 1,
+            next_offset: batch.next_offset,
             fetched_at,
         };
         // Blocks while detect is behind: this is where backpressure stops the fetch loop.
@@ -180,10 +132,43 @@ pub async fn run_partition(
             sent = ctx.tx.send(batch) => if sent.is_err() { break },
         }
         ctx.metrics.record_channel(channel::INGEST_TO_DETECT, &ctx.tx);
-        next = last + 1;
     }
-    tracing::info!(topic, partition, next_offset = next, "ingest stopped");
+    tracing::info!(
+        topic,
+        partition,
+        next_offset = reader.next_offset(),
+        "ingest stopped"
+    );
     Ok(())
+}
+
+/// The shared reader as ingest runs it: tracked by the Kafka outage, every failure counted in
+/// `ingest_errors`, an offset gone from the broker following `kafka.offset_out_of_range`.
+fn reader(ctx: &ReaderContext, topic: &str, partition: i32) -> PartitionReader {
+    let key = "kafka.offset_out_of_range";
+    let out_of_range = match ctx.cfg.offset_out_of_range {
+        OffsetReset::Fail => OutOfRange::Fail { key },
+        // Ahead of the broker means the topic was recreated: starting over would collide with
+        // rows already stored for those offsets, so that always needs an operator.
+        OffsetReset::Earliest => OutOfRange::EarliestIfBehind {
+            key,
+            loss: "POSSIBLE DATA LOSS",
+        },
+    };
+    let (failures, resets) = (ctx.metrics.clone(), ctx.metrics.clone());
+    PartitionReader::new("ingest", ctx.client.clone(), &ctx.cfg, topic, partition)
+        .backoff(Backoff::tracked(
+            &ctx.cfg.backoff,
+            &ctx.metrics.kafka_outage,
+            "ingest",
+        ))
+        .out_of_range(out_of_range)
+        .on_failure(move || {
+            failures.counters.ingest_errors.inc();
+        })
+        .on_reset(move || {
+            resets.counters.offset_resets.inc();
+        })
 }
 
 /// Hand the DLQ a record saying `offset` could not be fetched, and skip it.
@@ -213,103 +198,4 @@ async fn unreadable(ctx: &ReaderContext, partition: i32, offset: i64, limit: i32
     };
     let _ = ctx.tx.send(batch).await;
     Ok(())
-}
-
-async fn connect(
-    ctx: &ReaderContext,
-    topic: &str,
-    partition: i32,
-    backoff: &mut Backoff,
-    cancel: &CancellationToken,
-) -> Result<PartitionClient, IngestError> {
-    loop {
-        match kafka::partition_client(&ctx.client, topic, partition, ctx.cfg.request_timeout).await {
-            Ok(pc) => return Ok(pc),
-            Err(e) => retry(ctx, &e, backoff, cancel).await.map_err(|()| e)?,
-        }
-    }
-}
-
-/// Wait before the next try; `Err` when the deadline has passed (or on shutdown). The outage
-/// logs its beginning and end; each retry is logged at DEBUG.
-async fn retry(
-    ctx: &ReaderContext,
-    error: &KafkaError,
-    backoff: &mut Backoff,
-    cancel: &CancellationToken,
-) -> Result<(), ()> {
-    ctx.metrics.counters.ingest_errors.inc();
-    let Some(delay) = backoff.failed(error) else {
-        return Err(());
-    };
-    tokio::select! {
-        biased;
-        () = cancel.cancelled() => Err(()),
-        () = tokio::time::sleep(delay) => Ok(()),
-    }
-}
-
-async fn offset_at(
-    pc: &PartitionClient,
-    at: OffsetAt,
-    topic: &str,
-    timeout: Duration,
-) -> Result<i64, KafkaError> {
-    match tokio::time::timeout(timeout, pc.get_offset(at)).await {
-        Ok(Ok(o)) => Ok(o),
-        Ok(Err(source)) => Err(KafkaError::Partition {
-            operation: "list offsets",
-            topic: topic.into(),
-            partition: pc.partition(),
-            source: source.into(),
-        }),
-        Err(_) => Err(KafkaError::Timeout {
-            operation: "list offsets",
-            topic: topic.into(),
-            partition: pc.partition(),
-            timeout,
-        }),
-    }
-}
-
-/// The broker refused `next`: apply the configured policy.
-async fn out_of_range(
-    ctx: &ReaderContext,
-    pc: &PartitionClient,
-    topic: &str,
-    partition: i32,
-    next: i64,
-) -> Result<i64, IngestError> {
-    let timeout = ctx.cfg.request_timeout;
-    let earliest = offset_at(pc, OffsetAt::Earliest, topic, timeout).await?;
-    let latest = offset_at(pc, OffsetAt::Latest, topic, timeout).await?;
-    if (earliest..=latest).contains(&next) {
-        // A transient answer (e.g. the leader caught up meanwhile): simply fetch again.
-        return Ok(next);
-    }
-    let error = IngestError::OffsetOutOfRange {
-        topic: topic.into(),
-        partition,
-        offset: next,
-        earliest,
-        latest,
-    };
-    // Ahead of the broker means the topic was recreated: starting over would collide with rows
-    // already stored for those offsets, so that always needs an operator.
-    match ctx.cfg.offset_out_of_range {
-        OffsetReset::Fail => Err(error),
-        OffsetReset::Earliest if next > latest => Err(error),
-        OffsetReset::Earliest => {
-            ctx.metrics.counters.offset_resets.inc();
-            tracing::error!(
-                topic,
-                partition,
-                stored = next,
-                earliest,
-                latest,
-                "stored offset is gone from the broker; continuing from the earliest offset: POSSIBLE DATA LOSS"
-            );
-            Ok(earliest)
-        }
-    }
 }
