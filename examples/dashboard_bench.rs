@@ -20,8 +20,6 @@ use anyhow::{Context, Result};
 use chrono::{Duration as ChronoDuration, Utc};
 use clap::Parser;
 use conscope::config::{Config, Secret};
-use conscope::metrics::Metrics;
-use conscope::pipeline::detect::PriceCache;
 use conscope::store::{self, migrate, queries};
 use conscope::web::{self, WebState};
 use tokio_postgres::NoTls;
@@ -269,13 +267,7 @@ async fn main() -> Result<()> {
             let pool = store::pool(&cfg.postgres)?;
             let listener = web::bind(&cfg).await?;
             let base = format!("http://{}", listener.local_addr()?);
-            let state = WebState::new(
-                cfg.clone(),
-                pool,
-                Arc::new(Metrics::default()),
-                Arc::new(PriceCache::new()),
-                kafka,
-            );
+            let state = WebState::new(conscope::app::App::new(cfg.clone(), pool, kafka));
             let cancel = CancellationToken::new();
             let server = tokio::spawn(web::serve_on(listener, state, cancel.clone()));
             let http = reqwest::Client::new();

@@ -24,6 +24,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("retry_after", &[]),
     ("rate", &[]),
     ("usage", &[]),
+    ("tasks", &["logging"]),
+    // The shared context holds the live price cache the dashboard reads.
+    ("app", &["config", "metrics", "pipeline::detect::cache"]),
     ("kafka", &["config", "logging", "model", "backoff", "metrics"]),
     (
         "store",
@@ -41,6 +44,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "kafka",
             "store",
             "retry_after",
+            "app",
             "pipeline::ingest::parse",
         ],
     ),
@@ -102,7 +106,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "pipeline::engine",
         &[
-            "config", "logging", "model", "backoff", "metrics", "kafka", "store", "pipeline",
+            "config", "logging", "model", "backoff", "metrics", "kafka", "store", "tasks", "app", "pipeline",
         ],
     ),
     ("pipeline", &["pipeline"]),
@@ -117,29 +121,22 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "kafka",
             "store",
             "retry_after",
+            "tasks",
+            "app",
         ],
     ),
-    // The dashboard reads the live price cache.
+    // The dashboard reads the live price cache through the application context.
     (
         "web",
         &[
-            "config",
-            "logging",
-            "model",
-            "backoff",
-            "metrics",
-            "kafka",
-            "store",
-            "rate",
-            "pipeline::detect::cache",
-            "pipeline::detect::PriceCache",
+            "config", "logging", "model", "backoff", "metrics", "kafka", "store", "rate", "app",
         ],
     ),
     (
         "runtime",
         &[
-            "config", "logging", "model", "backoff", "metrics", "kafka", "store", "sources", "pipeline",
-            "alert", "web", "rate",
+            "config", "logging", "model", "backoff", "metrics", "kafka", "store", "tasks", "app", "sources",
+            "pipeline", "alert", "web", "rate",
         ],
     ),
     (

@@ -47,7 +47,7 @@ use crate::kafka::reader::ReadError;
 use crate::model::Alert;
 use crate::store::StoreError;
 
-pub use task::{AlertContext, run};
+pub use task::run;
 
 /// Name under which the alert task's offsets are stored in `kafka_offsets`.
 pub const ALERT_CONSUMER: &str = "alert";

@@ -8,10 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use deadpool_postgres::Pool;
-use rskafka::client::Client;
 use tokio::sync::{Notify, mpsc};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::consumer::{self, ReaderSpec, Source};
@@ -19,18 +16,10 @@ use super::evaluate::{self, Evaluator};
 use super::notifiers::Notifier;
 use super::sender::{self, SenderContext};
 use super::{ALERT_CONSUMER, AlertError, queue};
+use crate::app::App;
 use crate::config::Config;
-use crate::metrics::Metrics;
 use crate::store::{self, offsets};
-
-/// What every run of the alert task shares.
-#[derive(Debug, Clone)]
-pub struct AlertContext {
-    pub cfg: Arc<Config>,
-    pub pool: Pool,
-    pub kafka: Arc<Client>,
-    pub metrics: Arc<Metrics>,
-}
+use crate::tasks::{Failure, TaskGroup};
 
 /// The HTTP client every notifier uses.
 pub fn http_client(cfg: &Config) -> Result<reqwest::Client, AlertError> {
@@ -53,11 +42,11 @@ pub fn notifier(cfg: &Config, name: &str, http: reqwest::Client) -> Result<Notif
 }
 
 /// Run the alert task until `cancel` fires or a part of it fails.
-pub async fn run(ctx: AlertContext, cancel: CancellationToken) -> Result<(), AlertError> {
+pub async fn run(ctx: App, cancel: CancellationToken) -> Result<(), AlertError> {
     let cfg = ctx.cfg.clone();
     // Stops this task's parts when one of them fails, without shutting down the process.
     let stop = cancel.child_token();
-    let mut parts: JoinSet<(String, Result<(), AlertError>)> = JoinSet::new();
+    let mut parts: TaskGroup<AlertError> = TaskGroup::new("alert", stop.clone());
 
     let mut wake = HashMap::new();
     if cfg.instance == 0 {
@@ -75,8 +64,7 @@ pub async fn run(ctx: AlertContext, cancel: CancellationToken) -> Result<(), Ale
                 wake: notify,
             };
             let token = stop.clone();
-            let label = format!("sender {name}");
-            parts.spawn(async move { (label, sender::run(sctx, token).await) });
+            parts.spawn(format!("sender {name}"), sender::run(sctx, token));
         }
     }
 
@@ -101,37 +89,24 @@ pub async fn run(ctx: AlertContext, cancel: CancellationToken) -> Result<(), Ale
             };
             let (k, kcfg, tx, token) = (ctx.kafka.clone(), cfg.kafka.clone(), tx.clone(), stop.clone());
             let metrics = ctx.metrics.clone();
-            let label = format!("consumer {}/{partition}", topic.name);
-            parts.spawn(async move {
-                let read = consumer::run_partition(k, kcfg, &metrics, spec, tx, token).await;
-                (label, read)
+            parts.spawn(format!("consumer {}/{partition}", topic.name), async move {
+                consumer::run_partition(k, kcfg, &metrics, spec, tx, token).await
             });
         }
     }
     drop(client);
     drop(tx);
     let evaluator = Evaluator::new(ctx.pool.clone(), cfg.clone(), ctx.metrics.clone(), wake);
-    parts.spawn(async move { ("evaluate".to_string(), evaluate::run(evaluator, rx).await) });
+    parts.spawn("evaluate", evaluate::run(evaluator, rx));
 
-    let mut first_error = None;
-    while let Some(joined) = parts.join_next().await {
-        let error = match joined {
-            Ok((_, Ok(()))) => continue,
-            Ok((part, Err(e))) => {
-                tracing::error!(part, error = %e, "alert task part failed; stopping the alert task");
-                e
-            }
-            Err(e) => AlertError::Panicked(e.to_string()),
-        };
-        first_error.get_or_insert(error);
-        // The others finish what they have in hand (a sender records its in-flight answer).
-        stop.cancel();
-    }
-    match first_error {
-        Some(e) => Err(e),
-        None => {
+    // The first part to fail stops the others; they finish what they have in hand (a sender
+    // records its in-flight answer). The supervisor's shutdown deadline bounds the whole task.
+    match parts.wait().await {
+        Ok(()) => {
             tracing::info!("alert task stopped");
             Ok(())
         }
+        Err(Failure::Failed { error, .. }) => Err(error),
+        Err(Failure::Panicked { task, .. }) => Err(AlertError::Panicked(task)),
     }
 }

@@ -19,25 +19,25 @@ use std::future::Future;
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
-use rskafka::client::Client;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::app::App;
 use crate::backoff::{Backoff, Verdict};
 use crate::config::Config;
 use crate::kafka::dlq::Dlq;
 use crate::kafka::{self, KafkaError, topics};
-use crate::metrics::{Metrics, channel};
+use crate::metrics::channel;
+use crate::pipeline::detect::Rules;
 use crate::pipeline::detect::stage::{self as detect, Detector};
 use crate::pipeline::detect::windows::Windows;
-use crate::pipeline::detect::{PriceCache, Rules};
 use crate::pipeline::ingest::IngestError;
 use crate::pipeline::ingest::reader::{self, ReaderContext};
 use crate::pipeline::persist;
 use crate::pipeline::publish::{self, PublishError, Publisher};
 use crate::store::offsets::ENGINE_CONSUMER;
 use crate::store::{self, StoreError, offsets, warm};
+use crate::tasks::{Failure, TaskGroup};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -70,23 +70,6 @@ pub enum EngineError {
     },
 }
 
-/// What every run of the engine shares.
-#[derive(Debug, Clone)]
-pub struct EngineContext {
-    pub cfg: Arc<Config>,
-    pub pool: Pool,
-    pub kafka: Arc<Client>,
-    pub metrics: Arc<Metrics>,
-    pub cache: Arc<PriceCache>,
-}
-
-enum Stage {
-    Ingest(i32, Result<(), IngestError>),
-    Detect,
-    Persist(Result<(), StoreError>),
-    Publish(Result<(), PublishError>),
-}
-
 /// Why one pass of [`run_with_counts`] ended without an error.
 enum Ended {
     /// Shutdown: drained and committed.
@@ -99,7 +82,7 @@ enum Ended {
 type Counts = [i32; 3];
 
 /// Run the engine until `cancel` fires (then drain and commit) or a stage fails.
-pub async fn run(ctx: EngineContext, cancel: CancellationToken) -> Result<(), EngineError> {
+pub async fn run(ctx: App, cancel: CancellationToken) -> Result<(), EngineError> {
     loop {
         let Some(counts) = broker_counts(&ctx, &cancel).await? else {
             return Ok(());
@@ -128,19 +111,16 @@ where
         .await
 }
 
-fn kafka_backoff(ctx: &EngineContext) -> Backoff {
+fn kafka_backoff(ctx: &App) -> Backoff {
     Backoff::tracked(&ctx.cfg.kafka.backoff, &ctx.metrics.kafka_outage, "engine")
 }
 
-fn postgres_backoff(ctx: &EngineContext) -> Backoff {
+fn postgres_backoff(ctx: &App) -> Backoff {
     Backoff::tracked(&ctx.cfg.postgres.backoff, &ctx.metrics.postgres_outage, "engine")
 }
 
 /// The broker's partition counts of raw_prices, processed_prices and price_alerts.
-async fn broker_counts(
-    ctx: &EngineContext,
-    cancel: &CancellationToken,
-) -> Result<Option<Counts>, EngineError> {
+async fn broker_counts(ctx: &App, cancel: &CancellationToken) -> Result<Option<Counts>, EngineError> {
     let listed = until_ok(&mut kafka_backoff(ctx), cancel, "listing topics", || {
         topics::list(&ctx.kafka, &ctx.cfg.kafka)
     })
@@ -177,10 +157,7 @@ fn with_counts(cfg: &Config, counts: Counts) -> Config {
 }
 
 /// Cache, stored offsets and open windows, from committed state only.
-async fn warm_start(
-    ctx: &EngineContext,
-    cfg: &Config,
-) -> Result<(BTreeMap<i32, (i64, i64)>, Windows), StoreError> {
+async fn warm_start(ctx: &App, cfg: &Config) -> Result<(BTreeMap<i32, (i64, i64)>, Windows), StoreError> {
     let topic = &cfg.kafka.topics.raw_prices.name;
     ctx.cache.clear();
     let client = store::client(&ctx.pool, &cfg.postgres).await?;
@@ -210,7 +187,7 @@ async fn warm_start(
 }
 
 async fn run_with_counts(
-    ctx: &EngineContext,
+    ctx: &App,
     counts: Counts,
     cancel: &CancellationToken,
 ) -> Result<Ended, EngineError> {
@@ -290,10 +267,11 @@ async fn run_with_counts(
     ctx.metrics
         .record_channel(channel::PERSIST_TO_PUBLISH, &persist_tx);
 
-    let mut stages: JoinSet<Stage> = JoinSet::new();
-    // Ingest has its own token: cancelling it starts the drain; later stages end when their
-    // input channel closes, after flushing.
+    // Ingest stops on the group's token: cancelling it starts the drain; later stages end when
+    // their input channel closes, after flushing. A failing stage aborts the others instead
+    // (below): nothing uncommitted is worth keeping.
     let stop_ingest = cancel.child_token();
+    let mut stages: TaskGroup<EngineError> = TaskGroup::new("engine", stop_ingest.clone());
     let owned = cfg.owned_partitions();
     tracing::info!(
         topic,
@@ -314,28 +292,31 @@ async fn run_with_counts(
         };
         let start = stored.get(&partition).map(|(next, _)| *next);
         let token = stop_ingest.clone();
-        stages.spawn(async move {
-            Stage::Ingest(
-                partition,
-                reader::run_partition(rctx, partition, start, token).await,
-            )
+        stages.spawn(format!("ingest {partition}"), async move {
+            reader::run_partition(rctx, partition, start, token)
+                .await
+                .map_err(|source| EngineError::Ingest { partition, source })
         });
     }
     // Held until ingest stops, so detect runs on even while this instance owns no partition.
     let mut ingest_tx = Some(ingest_tx);
     let detector = Detector::new(ctx.cache.clone(), Rules::from_config(&cfg.detect));
     let metrics = ctx.metrics.clone();
-    stages.spawn(async move {
+    stages.spawn("detect", async move {
         detect::run(detector, windows, ingest_rx, detect_tx, metrics).await;
-        Stage::Detect
+        Ok(())
     });
     let (pool, pcfg, metrics) = (ctx.pool.clone(), cfg.clone(), ctx.metrics.clone());
     let dead = persist::DeadLetters::new(dlq.clone(), ctx.kafka.clone(), &cfg.kafka);
-    stages.spawn(async move {
-        Stage::Persist(persist::run(pool, pcfg, detect_rx, persist_tx, metrics, dead).await)
+    stages.spawn("persist", async move {
+        persist::run(pool, pcfg, detect_rx, persist_tx, metrics, dead)
+            .await
+            .map_err(EngineError::Persist)
     });
     let pool = ctx.pool.clone();
-    stages.spawn(async move { Stage::Publish(publish::run(publisher, pool, persist_rx).await) });
+    stages.spawn("publish", async move {
+        Ok(publish::run(publisher, pool, persist_rx).await?)
+    });
 
     let every = cfg.kafka.partition_poll_interval;
     let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -365,18 +346,13 @@ async fn run_with_counts(
             }
         };
         let Some(joined) = joined else { break };
-        let failure = match joined {
-            Ok(Stage::Ingest(_, Ok(()))) | Ok(Stage::Detect) => None,
-            Ok(Stage::Persist(Ok(()))) | Ok(Stage::Publish(Ok(()))) => None,
-            Ok(Stage::Ingest(partition, Err(source))) => Some(EngineError::Ingest { partition, source }),
-            Ok(Stage::Persist(Err(e))) => Some(EngineError::Persist(e)),
-            Ok(Stage::Publish(Err(e))) => Some(EngineError::Publish(e)),
-            Err(e) => Some(EngineError::Panicked(e.to_string())),
-        };
-        if let Some(error) = failure {
+        if let Err(failure) = joined {
             // Nothing uncommitted is worth keeping: the next run restarts from committed state.
             stages.abort_all();
-            return Err(error);
+            return Err(match failure {
+                Failure::Failed { error, .. } => error,
+                Failure::Panicked { task, .. } => EngineError::Panicked(task),
+            });
         }
     }
     if cancel.is_cancelled() {
@@ -387,7 +363,7 @@ async fn run_with_counts(
 
 /// Whether the broker's partition counts differ from `counts` now. A broker that does not
 /// answer changes nothing (the stages report the outage).
-async fn partitions_changed(ctx: &EngineContext, cfg: &Config, counts: Counts) -> bool {
+async fn partitions_changed(ctx: &App, cfg: &Config, counts: Counts) -> bool {
     let listed = match topics::list(&ctx.kafka, &cfg.kafka).await {
         Ok(listed) => listed,
         Err(e) => {

@@ -30,10 +30,9 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::app::App;
 use crate::config::Config;
 use crate::kafka::{self, KafkaError, topics};
-use crate::metrics::Metrics;
-use crate::pipeline::detect::PriceCache;
 use crate::pipeline::engine;
 use crate::sources;
 use crate::store::{self, StoreError, migrate};
@@ -77,65 +76,46 @@ pub async fn prepare(
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     let cfg = Arc::new(cfg);
     let (pool, client) = prepare(&cfg).await?;
-    let metrics = Arc::new(Metrics::default());
-    let cache = Arc::new(PriceCache::new());
+    let app = App::new(cfg.clone(), pool, client);
     let policy = RestartPolicy {
         budget: cfg.pipeline.restart_budget,
         window: cfg.pipeline.restart_window,
         backoff: RestartPolicy::BACKOFF,
     };
-    let mut sup = Supervisor::new(shutdown.clone(), policy, metrics.clone());
+    let mut sup = Supervisor::new(shutdown.clone(), policy, app.metrics.clone());
 
-    let ectx = engine::EngineContext {
-        cfg: cfg.clone(),
-        pool: pool.clone(),
-        kafka: client.clone(),
-        metrics: metrics.clone(),
-        cache: cache.clone(),
-    };
+    // Each task is a factory called at every (re)start with its own clone of the context.
+    let a = app.clone();
     sup.spawn("engine", move |cancel| {
-        let ectx = ectx.clone();
-        async move { engine::run(ectx, cancel).await.map_err(Into::into) }
+        let a = a.clone();
+        async move { engine::run(a, cancel).await.map_err(Into::into) }
     });
-    let (c, p, k, m) = (cfg.clone(), pool.clone(), client.clone(), metrics.clone());
-    sup.spawn("metrics", move |cancel| {
-        report::run(c.clone(), p.clone(), k.clone(), m.clone(), cancel)
-    });
+    let a = app.clone();
+    sup.spawn("metrics", move |cancel| report::run(a.clone(), cancel));
     if cfg.alert.enabled {
-        let actx = crate::alert::AlertContext {
-            cfg: cfg.clone(),
-            pool: pool.clone(),
-            kafka: client.clone(),
-            metrics: metrics.clone(),
-        };
+        let a = app.clone();
         sup.spawn("alert", move |cancel| {
-            let actx = actx.clone();
-            async move { crate::alert::run(actx, cancel).await.map_err(Into::into) }
+            let a = a.clone();
+            async move { crate::alert::run(a, cancel).await.map_err(Into::into) }
         });
     }
-    let (c, p, m, ca, k) = (
-        cfg.clone(),
-        pool.clone(),
-        metrics.clone(),
-        cache.clone(),
-        client.clone(),
-    );
+    let a = app.clone();
     sup.spawn("web", move |cancel| {
-        let (c, p, m, ca, k) = (c.clone(), p.clone(), m.clone(), ca.clone(), k.clone());
-        async move { web::serve(c, p, m, ca, k, cancel).await.map_err(Into::into) }
+        let a = a.clone();
+        async move { web::serve(a, cancel).await.map_err(Into::into) }
     });
     if cfg.sources.simulated.enabled {
-        let (c, k, p, m) = (cfg.clone(), client.clone(), pool.clone(), metrics.clone());
+        let a = app.clone();
         sup.spawn("source.simulated", move |cancel| {
-            let (c, k, p, m) = (c.clone(), k.clone(), p.clone(), m.clone());
+            let a = a.clone();
             async move {
-                sources::simulated::run_source(c, k, p, m, cancel)
+                sources::simulated::run_source(a, cancel)
                     .await
                     .map_err(Into::into)
             }
         });
     }
-    pollers::spawn(&mut sup, &cfg, &client, &metrics);
+    pollers::spawn(&mut sup, &app);
     tracing::info!(
         instance = cfg.instance,
         instances = cfg.instances,
@@ -212,11 +192,11 @@ mod tests {
         );
         let engine = EngineError::Persist(StoreError::Dlq(Box::new(broken_pipe("produce"))));
         let gave_up = RunError::Supervisor(SupervisorError::BudgetSpent {
-            task: "engine",
+            task: "engine".into(),
             failures: 4,
             budget: 3,
             window: Duration::from_secs(600),
-            cause: supervisor::describe(&engine),
+            cause: chain(&engine).to_string(),
         });
         let text = says_once(&gave_up, "broken pipe");
         assert!(

@@ -7,36 +7,24 @@
 
 use std::sync::Arc;
 
-use rskafka::client::Client;
-
 use super::supervisor::Supervisor;
-use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::app::App;
 use crate::sources::poll::{self, Poller};
 use crate::sources::seatgeek::SeatGeek;
 use crate::sources::ticketmaster::Ticketmaster;
 
 /// Spawn every enabled poller.
-pub(super) fn spawn(sup: &mut Supervisor, cfg: &Arc<Config>, client: &Arc<Client>, metrics: &Arc<Metrics>) {
-    let sources = &cfg.sources;
+pub(super) fn spawn(sup: &mut Supervisor, app: &App) {
+    let sources = &app.cfg.sources;
     if sources.seatgeek.enabled {
-        start(
-            sup,
-            "source.seatgeek",
-            SeatGeek::new(&sources.seatgeek),
-            cfg,
-            client,
-            metrics,
-        );
+        start(sup, "source.seatgeek", SeatGeek::new(&sources.seatgeek), app);
     }
     if sources.ticketmaster.enabled {
         start(
             sup,
             "source.ticketmaster",
             Ticketmaster::new(&sources.ticketmaster),
-            cfg,
-            client,
-            metrics,
+            app,
         );
     }
 }
@@ -45,9 +33,7 @@ fn start<P: Poller>(
     sup: &mut Supervisor,
     task: &'static str,
     poller: Result<P, crate::sources::http::PollError>,
-    cfg: &Arc<Config>,
-    client: &Arc<Client>,
-    metrics: &Arc<Metrics>,
+    app: &App,
 ) {
     let poller = match poller {
         Ok(p) => Arc::new(p),
@@ -56,9 +42,9 @@ fn start<P: Poller>(
             return;
         }
     };
-    let (c, k, m) = (cfg.clone(), client.clone(), metrics.clone());
+    let app = app.clone();
     sup.spawn(task, move |cancel| {
-        let fut = poll::run(poller.clone(), k.clone(), c.clone(), m.clone(), cancel);
+        let fut = poll::run(poller.clone(), app.clone(), cancel);
         async move {
             fut.await;
             Ok(())

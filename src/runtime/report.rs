@@ -3,28 +3,25 @@
 //! stored or produced is skipped; the failure counts towards the Postgres or broker outage,
 //! which logs it once, not at every interval.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
-use rskafka::client::Client;
 use rskafka::client::partition::Compression;
 use rskafka::record::Record;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::app::App;
 use crate::kafka;
-use crate::metrics::Metrics;
 use crate::rate::Rate;
 use crate::store;
 
-pub async fn run(
-    cfg: Arc<Config>,
-    pool: Pool,
-    client: Arc<Client>,
-    metrics: Arc<Metrics>,
-    cancel: CancellationToken,
-) -> Result<(), super::supervisor::TaskError> {
+pub async fn run(app: App, cancel: CancellationToken) -> Result<(), super::supervisor::TaskError> {
+    let App {
+        cfg,
+        pool,
+        kafka: client,
+        metrics,
+        ..
+    } = app;
     let topic = &cfg.kafka.topics.system_metrics.name;
     let mut interval = tokio::time::interval(cfg.pipeline.metrics_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -11,61 +11,43 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::BackoffConfig;
+use crate::logging::chain;
 use crate::metrics::Metrics;
+use crate::tasks::{Failure, TaskGroup, WaitError};
 
 pub type TaskError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// An error and its causes in one line, each said once: a message that already quotes its
-/// source (`"persist: {0}"`) is not followed by that source again.
-pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut next = error.source();
-    while let Some(cause) = next {
-        let said = cause.to_string();
-        if !text.contains(&said) {
-            text.push_str(": ");
-            text.push_str(&said);
-        }
-        next = cause.source();
-    }
-    text
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
-    /// `cause` is the last failure with its causes, each said once ([`describe`]); it is not a
-    /// `source`, so a printer of the error chain does not repeat it.
+    /// `cause` is the last failure with its causes ([`chain`]); it is not a `source`, so a
+    /// printer of the error chain does not repeat it.
     #[error(
         "task `{task}` failed {failures} times within {} (pipeline.restart_budget = {budget}), giving up: {cause}",
         humantime::format_duration(*.window)
     )]
     BudgetSpent {
-        task: &'static str,
+        task: String,
         failures: usize,
         budget: u32,
         window: Duration,
         cause: String,
     },
     #[error("task `{task}` panicked")]
-    Panicked { task: &'static str },
+    Panicked { task: String },
     /// A task failed while shutting down (a drain's final commit, say): what it held may not
     /// be stored, so the process must not exit 0.
     #[error("task `{task}` failed while shutting down: {cause}")]
-    FailedWhileStopping { task: &'static str, cause: String },
+    FailedWhileStopping { task: String, cause: String },
     #[error(
         "shutdown abandoned {tasks:?} after pipeline.shutdown_timeout = {}: their work in hand is not committed (it is read again at the next start)",
         humantime::format_duration(*.timeout)
     )]
-    Abandoned {
-        tasks: Vec<&'static str>,
-        timeout: Duration,
-    },
+    Abandoned { tasks: Vec<String>, timeout: Duration },
 }
 
 #[derive(Debug, Clone)]
@@ -90,21 +72,17 @@ impl RestartPolicy {
 
 #[derive(Debug)]
 pub struct Supervisor {
-    tasks: JoinSet<(&'static str, Result<(), SupervisorError>)>,
-    /// Each task's name by its tokio id, to name a task whose supervision itself panicked.
-    names: std::collections::HashMap<tokio::task::Id, &'static str>,
-    running: Arc<std::sync::Mutex<Vec<&'static str>>>,
+    tasks: TaskGroup<SupervisorError>,
     cancel: CancellationToken,
     policy: RestartPolicy,
     metrics: Arc<Metrics>,
 }
 
 impl Supervisor {
+    /// A supervisor whose tasks stop on `cancel`; a task spending its budget cancels it.
     pub fn new(cancel: CancellationToken, policy: RestartPolicy, metrics: Arc<Metrics>) -> Self {
         Self {
-            tasks: JoinSet::new(),
-            names: Default::default(),
-            running: Arc::default(),
+            tasks: TaskGroup::new("supervisor", cancel.clone()),
             cancel,
             policy,
             metrics,
@@ -117,64 +95,25 @@ impl Supervisor {
         F: Fn(CancellationToken) -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), TaskError>> + Send + 'static,
     {
-        let cancel = self.cancel.clone();
-        let policy = self.policy.clone();
-        let metrics = self.metrics.clone();
-        let running = self.running.clone();
-        running.lock().unwrap_or_else(|p| p.into_inner()).push(name);
-        let handle = self.tasks.spawn(async move {
-            let result = supervise(name, factory, cancel, policy, metrics).await;
-            running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .retain(|n| *n != name);
-            (name, result)
-        });
-        self.names.insert(handle.id(), name);
+        let (cancel, policy, metrics) = (self.cancel.clone(), self.policy.clone(), self.metrics.clone());
+        self.tasks
+            .spawn(name, supervise(name, factory, cancel, policy, metrics));
     }
 
     /// Wait until every task ends. The first task to spend its budget cancels the rest; on
     /// shutdown, tasks get `deadline` to finish, and those still running are logged meanwhile.
-    pub async fn wait(mut self, deadline: Duration) -> Result<(), SupervisorError> {
-        let mut first_error = None;
-        let mut stop_by: Option<Instant> = None;
-        loop {
-            if stop_by.is_none() && self.cancel.is_cancelled() {
-                stop_by = Some(Instant::now() + deadline);
-            }
-            let tick = tokio::time::sleep(Duration::from_secs(2));
-            let joined = tokio::select! {
-                biased;
-                j = self.tasks.join_next() => j,
-                () = self.cancel.cancelled(), if stop_by.is_none() => continue,
-                () = tick, if stop_by.is_some() => {
-                    let still = self.running.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                    if stop_by.is_some_and(|t| Instant::now() >= t) {
-                        self.tasks.abort_all();
-                        first_error.get_or_insert(SupervisorError::Abandoned { tasks: still, timeout: deadline });
-                        break;
-                    }
-                    tracing::info!(tasks = ?still, "waiting for tasks to finish");
-                    continue;
-                }
-            };
-            let Some(joined) = joined else { break };
-            match joined {
-                Ok((name, Ok(()))) => tracing::debug!(task = name, "task finished"),
-                Ok((name, Err(e))) => {
-                    tracing::error!(task = name, error = %e, "task failed for good; stopping");
-                    first_error.get_or_insert(e);
-                    self.cancel.cancel();
-                }
-                Err(join) => {
-                    let task = self.names.get(&join.id()).copied().unwrap_or("unnamed");
-                    tracing::error!(task, error = %join, "a supervised task panicked");
-                    first_error.get_or_insert(SupervisorError::Panicked { task });
-                    self.cancel.cancel();
-                }
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+    pub async fn wait(self, deadline: Duration) -> Result<(), SupervisorError> {
+        self.tasks
+            .wait_within(deadline)
+            .await
+            .map_err(|failure| match failure {
+                WaitError::Failed(Failure::Failed { error, .. }) => error,
+                WaitError::Failed(Failure::Panicked { task, .. }) => SupervisorError::Panicked { task },
+                WaitError::Abandoned { tasks } => SupervisorError::Abandoned {
+                    tasks,
+                    timeout: deadline,
+                },
+            })
     }
 }
 
@@ -204,8 +143,8 @@ where
             Ok(()) => return Ok(()),
             Err(e) if cancel.is_cancelled() => {
                 return Err(SupervisorError::FailedWhileStopping {
-                    task: name,
-                    cause: describe(e.as_ref()),
+                    task: name.into(),
+                    cause: chain(e.as_ref()).to_string(),
                 });
             }
             Err(e) => e,
@@ -218,11 +157,11 @@ where
         {
             failures.pop_front();
         }
-        let cause = describe(error.as_ref());
+        let cause = chain(error.as_ref()).to_string();
         metrics.set_last_error(format!("{name}: {cause}"));
         if failures.len() as u32 > policy.budget {
             return Err(SupervisorError::BudgetSpent {
-                task: name,
+                task: name.into(),
                 failures: failures.len(),
                 budget: policy.budget,
                 window: policy.window,
@@ -315,21 +254,6 @@ mod tests {
         });
         sup.wait(Duration::from_secs(5)).await.expect("clean shutdown");
         assert_eq!(attempts.load(Relaxed), 3);
-    }
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("persist: {0}")]
-    struct Quoting(#[source] std::io::Error);
-
-    #[test]
-    fn a_cause_already_quoted_is_not_repeated() {
-        let e = Quoting(std::io::Error::other("connection refused"));
-        assert_eq!(describe(&e), "persist: connection refused");
-        #[derive(Debug, thiserror::Error)]
-        #[error("engine stopped")]
-        struct Plain(#[source] Quoting);
-        let e = Plain(Quoting(std::io::Error::other("refused")));
-        assert_eq!(describe(&e), "engine stopped: persist: refused");
     }
 
     #[tokio::test(start_paused = true)]

@@ -16,15 +16,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rskafka::client::Client;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::feed::to_wire_json;
 use super::http::PollError;
-use crate::config::Config;
+use crate::app::App;
 use crate::kafka::produce::TopicProducer;
-use crate::metrics::Metrics;
 use crate::model::PriceEvent;
 
 /// The longest wait before trying again to connect the raw_prices producer.
@@ -53,13 +51,13 @@ pub trait Poller: Send + Sync + 'static {
 
 /// Poll `poller` every interval and produce what it finds to raw_prices, until `cancel` fires
 /// or the poller fails fatally.
-pub async fn run<P: Poller>(
-    poller: Arc<P>,
-    client: Arc<Client>,
-    cfg: Arc<Config>,
-    metrics: Arc<Metrics>,
-    cancel: CancellationToken,
-) {
+pub async fn run<P: Poller>(poller: Arc<P>, app: App, cancel: CancellationToken) {
+    let App {
+        cfg,
+        kafka: client,
+        metrics,
+        ..
+    } = app;
     let source = poller.name();
     let interval = poller.interval();
     let topic = &cfg.kafka.topics.raw_prices;

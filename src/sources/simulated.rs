@@ -3,17 +3,16 @@
 //! broker takes it).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rskafka::client::Client;
 use tokio_util::sync::CancellationToken;
 
 use super::feed::{Feed, Move, to_wire_json};
+use crate::app::App;
 use crate::config::{Config, SimulatedConfig};
 use crate::kafka::KafkaError;
 use crate::kafka::produce::TopicProducer;
-use crate::metrics::Metrics;
 use crate::store::{self, StoreError};
 
 /// Why the simulated source task stopped: the broker, or Postgres when reading where to resume.
@@ -133,13 +132,14 @@ pub async fn stored_prices(
 
 /// The source task inside `conscope run`: the feed resumes its listings at their stored prices
 /// (see [`Feed::resume`]), so a restart is not taken for a burst of price changes.
-pub async fn run_source(
-    cfg: Arc<Config>,
-    client: Arc<Client>,
-    pool: deadpool_postgres::Pool,
-    metrics: Arc<Metrics>,
-    cancel: CancellationToken,
-) -> Result<(), SourceError> {
+pub async fn run_source(app: App, cancel: CancellationToken) -> Result<(), SourceError> {
+    let App {
+        cfg,
+        pool,
+        kafka: client,
+        metrics,
+        ..
+    } = app;
     let sim = &cfg.sources.simulated;
     let mut feed = Feed::new(sim);
     let db = store::client(&pool, &cfg.postgres).await?;

@@ -33,16 +33,13 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
-use rskafka::client::Client;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::app::App;
 use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::pipeline::detect::PriceCache;
 use crate::store;
 use error::ApiError;
 use status::RateMeter;
@@ -62,15 +59,13 @@ pub enum WebError {
     },
 }
 
-/// What every handler shares. Cheap to clone: everything is behind an `Arc` or is a pool handle.
+/// What every handler shares: the application context (its fields read through `Deref`: the
+/// pool is shared with the engine, and web requests hold at most `web.db_connections` of it at
+/// once), the request-rate meter and the connection permits. Cheap to clone: everything is behind
+/// an `Arc` or is a pool handle.
 #[derive(Debug, Clone)]
 pub struct WebState {
-    pub cfg: Arc<Config>,
-    /// Shared with the engine; web requests hold at most `web.db_connections` of it at once.
-    pub pool: Pool,
-    pub metrics: Arc<Metrics>,
-    pub cache: Arc<PriceCache>,
-    pub kafka: Arc<Client>,
+    app: App,
     pub rate: Arc<RateMeter>,
     pub started: Instant,
     db_permits: Arc<Semaphore>,
@@ -91,21 +86,21 @@ impl Deref for DbConn {
     }
 }
 
+impl Deref for WebState {
+    type Target = App;
+
+    fn deref(&self) -> &App {
+        &self.app
+    }
+}
+
 impl WebState {
-    pub fn new(
-        cfg: Arc<Config>,
-        pool: Pool,
-        metrics: Arc<Metrics>,
-        cache: Arc<PriceCache>,
-        kafka: Arc<Client>,
-    ) -> Self {
-        let db_permits = Arc::new(Semaphore::new(cfg.web.db_connections.max(1)));
+    /// The web's view of the application, with its own request-rate meter and connection
+    /// permits.
+    pub fn new(app: App) -> Self {
+        let db_permits = Arc::new(Semaphore::new(app.cfg.web.db_connections.max(1)));
         Self {
-            cfg,
-            pool,
-            metrics,
-            cache,
-            kafka,
+            app,
             rate: Arc::default(),
             started: Instant::now(),
             db_permits,
@@ -153,16 +148,9 @@ pub async fn bind(cfg: &Config) -> Result<TcpListener, WebError> {
 }
 
 /// Serve the dashboard, API, metrics and health on `web.listen` until `cancel` fires.
-pub async fn serve(
-    cfg: Arc<Config>,
-    pool: Pool,
-    metrics: Arc<Metrics>,
-    cache: Arc<PriceCache>,
-    kafka: Arc<Client>,
-    cancel: CancellationToken,
-) -> Result<(), WebError> {
-    let listener = bind(&cfg).await?;
-    serve_on(listener, WebState::new(cfg, pool, metrics, cache, kafka), cancel).await
+pub async fn serve(app: App, cancel: CancellationToken) -> Result<(), WebError> {
+    let listener = bind(&app.cfg).await?;
+    serve_on(listener, WebState::new(app), cancel).await
 }
 
 /// Serve on a listener already bound (tests bind port 0 and read the address first).

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use conscope::config::Secret;
 use conscope::metrics::Metrics;
-use conscope::pipeline::detect::PriceCache;
 use conscope::web::{self, WebState};
 use conscope::{kafka, store};
 use serde_json::Value;
@@ -40,10 +39,11 @@ impl App {
         let cfg = Arc::new(cfg);
         let pool = store::pool(&cfg.postgres).expect("pool");
         let client = kafka::connect(&cfg.kafka).await.expect("broker");
-        let metrics = Arc::new(Metrics::default());
+        let app = conscope::app::App::new(cfg.clone(), pool, client);
+        let metrics = app.metrics.clone();
         let listener = web::bind(&cfg).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let state = WebState::new(cfg, pool, metrics.clone(), Arc::new(PriceCache::new()), client);
+        let state = WebState::new(app);
         let cancel = CancellationToken::new();
         let task = tokio::spawn(web::serve_on(listener, state, cancel.clone()));
         Self {

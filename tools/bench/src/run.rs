@@ -27,9 +27,8 @@ use crate::python::{self, PythonFigures};
 use crate::scratch::Scratch;
 use crate::stall::{self, StallWindow};
 use crate::{BenchError, RunArgs};
-use conscope::metrics::Metrics;
-use conscope::pipeline::detect::PriceCache;
-use conscope::pipeline::engine::{self, EngineContext};
+use conscope::app::App;
+use conscope::pipeline::engine;
 use conscope::rate::Rate;
 use conscope::store::{self, StoreError};
 use conscope::usage::{self, RssSample};
@@ -142,15 +141,8 @@ async fn measure(
         Some(_) => None,
     };
 
-    let metrics = Arc::new(Metrics::default());
-    let cache = Arc::new(PriceCache::new());
-    let ctx = EngineContext {
-        cfg: cfg.clone(),
-        pool: scratch.pool.clone(),
-        kafka: scratch.kafka.clone(),
-        metrics: metrics.clone(),
-        cache: cache.clone(),
-    };
+    let ctx = App::new(cfg.clone(), scratch.pool.clone(), scratch.kafka.clone());
+    let (metrics, cache) = (ctx.metrics.clone(), ctx.cache.clone());
     let token = CancellationToken::new();
     // Cancel the engine on every way out of this function, errors included.
     let _stop = token.clone().drop_guard();
