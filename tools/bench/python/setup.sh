@@ -10,13 +10,13 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="$HERE/.venv"
 PYTHON="${PYTHON:-python3}"
-PACKAGES=(kafka-python==2.3.3 psycopg2-binary==2.9.13)
+PACKAGES=(kafka-python==2.3.3 psycopg2-binary==2.9.13 confluent-kafka==2.6.1)
 
-if [[ -x $VENV/bin/python ]] && "$VENV/bin/python" -c 'import kafka, psycopg2' 2>/dev/null; then
+if [[ -x $VENV/bin/python ]] && "$VENV/bin/python" -c 'import kafka, psycopg2, confluent_kafka' 2>/dev/null; then
   printf 'bench venv ready: %s\n' "$VENV"
   exit 0
 fi
 "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${PACKAGES[@]}"
-"$VENV/bin/python" -c 'import kafka, psycopg2; print("kafka-python", kafka.__version__, "· psycopg2", psycopg2.__version__)'
+"$VENV/bin/python" -c 'import kafka, psycopg2, confluent_kafka; print("kafka-python", kafka.__version__, "· psycopg2", psycopg2.__version__, "· librdkafka", confluent_kafka.libversion()[0])'
 printf 'bench venv ready: %s\n' "$VENV"

@@ -8,7 +8,9 @@
 //!  run       engine in-process until committed = N ──► figures: events/s, rows/s, latency
 //!            (with --probe-broker: a bare consumer tailing the topic gives the broker's share),
 //!            alerts, CPU, RSS; RSS samples while Postgres is held locked (--stall-postgres)
-//!  ceiling   bare rskafka fetch of the same topic ──► ConScope / bare ratio
+//!  ceiling   bare rskafka fetch of the same topic ──► ConScope / bare ratio;
+//!            bare librdkafka consume of it (tools/bench/python/bare_consume.py) ──► ConScope /
+//!            librdkafka ratio, the broker's ceiling as another client sees it (--no-librdkafka skips)
 //!  python    first ConScope consumer on the same topic (--with-python)
 //!  cleanup   DROP DATABASE (unless --keep); topics stay (see [`scratch`])
 //! ```
@@ -19,6 +21,7 @@
 //! Exit codes: 0 success, 2 usage or configuration error, 1 a failed run.
 
 pub mod cache;
+pub mod ceiling;
 pub mod fetch;
 pub mod producer;
 pub mod python;
@@ -162,6 +165,12 @@ pub struct RunArgs {
     /// The Python consumer script.
     #[arg(long, default_value = "tools/bench/python/first_conscope_consumer.py")]
     pub python_script: PathBuf,
+    /// Skip the librdkafka ceiling (tools/bench/python/bare_consume.py, in the venv of --python).
+    #[arg(long)]
+    pub no_librdkafka: bool,
+    /// The librdkafka ceiling's consumer script.
+    #[arg(long, default_value = "tools/bench/python/bare_consume.py")]
+    pub ceiling_script: PathBuf,
     /// Seconds the Python consumer may run (it stops earlier when it has read every event).
     #[arg(long, default_value_t = 60)]
     pub python_seconds: u64,

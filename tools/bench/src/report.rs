@@ -62,6 +62,21 @@ pub fn print_run(f: &BenchFigures, json: bool) -> Result<(), BenchError> {
             f.bare_fetch.seconds,
             f.ratio_to_bare_fetch
         ),
+        match (&f.librdkafka, f.ratio_to_librdkafka) {
+            (None, _) => "librdkafka        not measured (--no-librdkafka)".to_string(),
+            (Some(c), Some(ratio)) => format!(
+                "librdkafka        {:>10.0} records/s  ({} records in {:.1} s, librdkafka {}): ConScope at {:.2}x",
+                c.records_per_s,
+                c.records,
+                c.seconds,
+                c.librdkafka.as_deref().unwrap_or("?"),
+                ratio
+            ),
+            (Some(c), None) => format!(
+                "librdkafka        not measured: {}",
+                c.error.as_deref().unwrap_or("no records")
+            ),
+        },
         format!(
             "produce → commit  p50 {:.1} ms · p95 {:.1} ms · p99 {:.1} ms · max {:.1} ms ({} records{})",
             l.p50_ms,

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::ceiling::{self, CeilingFigures};
 use crate::fetch::{self, FetchFigures};
 use crate::producer::{ProduceFigures, Producer};
 use crate::python::{self, PythonFigures};
@@ -92,6 +93,10 @@ pub struct BenchFigures {
     pub bare_fetch: FetchFigures,
     /// ConScope's end-to-end events/s over the bare fetch's records/s.
     pub ratio_to_bare_fetch: f64,
+    /// A bare librdkafka consume of the same topic (unless --no-librdkafka).
+    pub librdkafka: Option<CeilingFigures>,
+    /// ConScope's end-to-end events/s over librdkafka's records/s, when it was measured.
+    pub ratio_to_librdkafka: Option<f64>,
     pub stall: Option<StallFigures>,
     pub python: Option<PythonFigures>,
     /// Load averages (1, 5, 15 min) before and after.
@@ -307,6 +312,15 @@ async fn measure(
 
     let raw = &cfg.kafka.topics.raw_prices.name;
     let bare_fetch = fetch::bare_fetch(&scratch.kafka, &cfg.kafka, raw, partitions).await?;
+    let librdkafka = if args.no_librdkafka {
+        None
+    } else {
+        Some(ceiling::run(&args.python, &args.ceiling_script, &cfg.kafka, raw, partitions).await)
+    };
+    let ratio_to_librdkafka = librdkafka
+        .as_ref()
+        .filter(|c| c.error.is_none() && c.records_per_s > 0.0)
+        .map(|c| pipeline.events_per_s / c.records_per_s);
     let python = if args.with_python {
         Some(python::run(scratch, args).await)
     } else {
@@ -325,6 +339,8 @@ async fn measure(
         ratio_to_bare_fetch: pipeline.events_per_s / bare_fetch.records_per_s.max(1e-9),
         pipeline,
         bare_fetch,
+        librdkafka,
+        ratio_to_librdkafka,
         stall,
         python,
         load_before,
