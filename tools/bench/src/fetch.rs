@@ -25,7 +25,7 @@ pub struct FetchFigures {
 }
 
 /// Fetch every record of `topic` (partitions `0..partitions`) from offset 0 to the current
-/// high watermarks, all partitions concurrently.
+/// high watermarks, all partitions concurrently, with the engine's settings.
 pub async fn bare_fetch(
     client: &Client,
     cfg: &KafkaConfig,
@@ -34,7 +34,46 @@ pub async fn bare_fetch(
 ) -> Result<FetchFigures, KafkaError> {
     let mut clients = Vec::new();
     for p in 0..partitions {
-        let pc = kafka::partition_client(client, topic, p, cfg.request_timeout).await?;
+        clients.push(kafka::partition_client(client, topic, p, cfg.request_timeout).await?);
+    }
+    fetch_all(clients, cfg).await
+}
+
+/// One variant of the fetch pattern, for `conscope-bench fetch`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Variant {
+    pub max_bytes: i32,
+    pub wait_ms: i32,
+    /// One connection (client) per partition instead of one shared by all.
+    pub own_connections: bool,
+}
+
+/// [`bare_fetch`] with the variant's settings, and its own connections to the broker.
+pub async fn bare_fetch_variant(
+    cfg: &KafkaConfig,
+    topic: &str,
+    partitions: i32,
+    variant: Variant,
+) -> Result<FetchFigures, KafkaError> {
+    let mut cfg = cfg.clone();
+    cfg.fetch_max_bytes = variant.max_bytes;
+    cfg.fetch_max_wait_ms = variant.wait_ms;
+    let shared = kafka::connect(&cfg).await?;
+    let mut clients = Vec::new();
+    for p in 0..partitions {
+        let client = if variant.own_connections {
+            kafka::connect(&cfg).await?
+        } else {
+            shared.clone()
+        };
+        clients.push(kafka::partition_client(&client, topic, p, cfg.request_timeout).await?);
+    }
+    fetch_all(clients, &cfg).await
+}
+
+async fn fetch_all(partitions: Vec<PartitionClient>, cfg: &KafkaConfig) -> Result<FetchFigures, KafkaError> {
+    let mut clients = Vec::new();
+    for pc in partitions {
         let hw = call(&pc, cfg, "list offsets", pc.get_offset(OffsetAt::Latest)).await?;
         clients.push((pc, hw));
     }

@@ -121,6 +121,9 @@ pub enum BenchTool {
     Gen(GenArgs),
     /// Measure the price cache's bytes per tracked listing (resident-memory growth).
     Cache(CacheArgs),
+    /// Read a topic with variants of the bare rskafka fetch (fetch size, wait, connections),
+    /// and with librdkafka, one after another: where the read time goes.
+    Fetch(FetchArgs),
     /// The producer child of a run (`conscope simulate` without its progress bar).
     #[command(hide = true)]
     Produce(producer::ProduceArgs),
@@ -211,6 +214,32 @@ pub struct GenArgs {
 }
 
 #[derive(Debug, Clone, clap::Args)]
+pub struct FetchArgs {
+    /// The topic to read (e.g. the raw_prices_bench_<id> topic a run left on the broker).
+    #[arg(long)]
+    pub topic: String,
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Fetch sizes to try, bytes (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1048576")]
+    pub max_bytes: Vec<i32>,
+    /// Fetch waits to try, ms (comma-separated; default: the configured fetch_max_wait_ms).
+    #[arg(long, value_delimiter = ',')]
+    pub wait_ms: Vec<i32>,
+    /// Also try one connection per partition.
+    #[arg(long)]
+    pub own_connections: bool,
+    /// Rounds over all variants (alternating, as paired runs).
+    #[arg(long, default_value_t = 1)]
+    pub rounds: u32,
+    /// Python interpreter of the bench venv, for the librdkafka line ("" skips it).
+    #[arg(long, default_value = "tools/bench/python/.venv/bin/python")]
+    pub python: PathBuf,
+    #[arg(long, default_value = "tools/bench/python/bare_consume.py")]
+    pub ceiling_script: PathBuf,
+}
+
+#[derive(Debug, Clone, clap::Args)]
 pub struct CacheArgs {
     #[arg(long, default_value_t = 1_000_000)]
     pub listings: u64,
@@ -278,6 +307,7 @@ async fn command(config: Config, tool: Option<BenchTool>, run_args: RunArgs) -> 
             Ok(())
         }
         Some(BenchTool::Produce(p)) => producer::produce(&config, &p).await,
+        Some(BenchTool::Fetch(f)) => fetch_study(&config, &f).await,
         Some(BenchTool::Cache(c)) => {
             if c.listings == 0 {
                 return Err(BenchError::Invalid("--listings must be at least 1".into()));
@@ -286,4 +316,75 @@ async fn command(config: Config, tool: Option<BenchTool>, run_args: RunArgs) -> 
             report::print_cache(&figures, c.json)
         }
     }
+}
+
+/// `conscope-bench fetch`: each variant of the bare fetch, then librdkafka, per round.
+async fn fetch_study(config: &Config, args: &FetchArgs) -> Result<(), BenchError> {
+    let k = &config.kafka;
+    let waits = if args.wait_ms.is_empty() {
+        vec![k.fetch_max_wait_ms]
+    } else {
+        args.wait_ms.clone()
+    };
+    let mut variants = Vec::new();
+    for &max_bytes in &args.max_bytes {
+        for &wait_ms in &waits {
+            for own_connections in [false, true] {
+                if own_connections && !args.own_connections {
+                    continue;
+                }
+                variants.push(fetch::Variant {
+                    max_bytes,
+                    wait_ms,
+                    own_connections,
+                });
+            }
+        }
+    }
+    println!(
+        "load average {:?}; topic {}, {} partitions",
+        conscope::usage::load_average(),
+        args.topic,
+        args.partitions
+    );
+    for round in 1..=args.rounds {
+        for v in &variants {
+            let before = conscope::usage::own();
+            let f = fetch::bare_fetch_variant(k, &args.topic, args.partitions, *v).await?;
+            let cpu = conscope::usage::own().cpu_since(&before);
+            println!(
+                "round {round} rskafka max_bytes {:>9} wait {:>4} ms {:<22} {:>8.0} records/s  {:>6} fetches  {:>6.0} records/fetch  {:.1} s  CPU {:.2} s",
+                v.max_bytes,
+                v.wait_ms,
+                if v.own_connections {
+                    "connection per partition"
+                } else {
+                    "one connection"
+                },
+                f.records_per_s,
+                f.fetches,
+                f.records as f64 / f.fetches.max(1) as f64,
+                f.seconds,
+                cpu
+            );
+        }
+        if !args.python.as_os_str().is_empty() {
+            let c = ceiling::run(
+                &args.python,
+                &args.ceiling_script,
+                k,
+                &args.topic,
+                args.partitions,
+            )
+            .await;
+            match c.error {
+                Some(e) => println!("round {round} librdkafka not measured: {e}"),
+                None => println!(
+                    "round {round} librdkafka wait {:>4} ms {:>8.0} records/s  ({} records, {:.1} s)",
+                    k.fetch_max_wait_ms, c.records_per_s, c.records, c.seconds
+                ),
+            }
+        }
+    }
+    Ok(())
 }
