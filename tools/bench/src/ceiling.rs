@@ -8,11 +8,11 @@
 //! raised: the rest of the run stays valid.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::python::run_reporting;
 use conscope::config::KafkaConfig;
 
 /// What the librdkafka consumer read.
@@ -48,38 +48,10 @@ pub async fn run(
         .args(["--topic", topic])
         .args(["--partitions", &partitions.to_string()])
         .args(["--fetch-wait-ms", &cfg.fetch_max_wait_ms.to_string()])
-        .args(["--max-seconds", &LIMIT.as_secs().to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            return failed(format!(
-                "cannot start {} (run tools/bench/python/setup.sh first): {e}",
-                python.display()
-            ));
-        }
-    };
-    let output = match tokio::time::timeout(LIMIT + Duration::from_secs(30), child.wait_with_output()).await {
-        Ok(Ok(o)) => o,
-        Ok(Err(e)) => return failed(format!("waiting for the librdkafka consumer: {e}")),
-        Err(_) => return failed("the librdkafka consumer did not stop in time and was killed".into()),
-    };
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let report: Option<serde_json::Value> = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l.trim()).ok());
-    let Some(r) = report else {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(6).collect();
-        return failed(format!(
-            "exited with {} and no report: {}",
-            output.status,
-            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-        ));
+        .args(["--max-seconds", &LIMIT.as_secs().to_string()]);
+    let r = match run_reporting(cmd, "the librdkafka consumer", LIMIT + Duration::from_secs(30)).await {
+        Ok(r) => r,
+        Err(e) => return failed(e),
     };
     if let Some(e) = r.get("error").and_then(|e| e.as_str()) {
         return failed(e.to_string());

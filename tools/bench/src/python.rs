@@ -39,7 +39,6 @@ const GRACE: Duration = Duration::from_secs(60);
 pub async fn run(scratch: &Scratch, args: &RunArgs) -> PythonFigures {
     let cfg = &scratch.cfg;
     let before = usage::children();
-    let started = Instant::now();
     let mut cmd = tokio::process::Command::new(&args.python);
     cmd.arg(&args.python_script)
         .args(["--brokers", &cfg.kafka.brokers.join(",")])
@@ -53,55 +52,17 @@ pub async fn run(scratch: &Scratch, args: &RunArgs) -> PythonFigures {
         .args(["--max-events", &args.events.to_string()])
         .args(["--max-seconds", &args.python_seconds.to_string()])
         .args(["--min-drop-percent", &cfg.detect.min_drop_percent.to_string()])
-        .args(["--min-change-abs", &cfg.detect.min_change_abs.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            return PythonFigures {
-                error: Some(format!(
-                    "cannot start {} (run tools/bench/python/setup.sh first): {e}",
-                    args.python.display()
-                )),
-                ..PythonFigures::default()
-            };
-        }
-    };
+        .args(["--min-change-abs", &cfg.detect.min_change_abs.to_string()]);
     let within = Duration::from_secs(args.python_seconds) + GRACE;
-    let output = match tokio::time::timeout(within, child.wait_with_output()).await {
-        Ok(Ok(o)) => o,
-        Ok(Err(e)) => {
-            return PythonFigures {
-                error: Some(format!("waiting for the Python consumer: {e}")),
-                ..PythonFigures::default()
-            };
-        }
-        Err(_) => {
-            return PythonFigures {
-                error: Some(format!(
-                    "the Python consumer did not stop within {within:?} and was killed"
-                )),
-                ..PythonFigures::default()
-            };
-        }
-    };
+    let report = run_reporting(cmd, "the Python consumer", within).await;
     let after = usage::children();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let report: Option<serde_json::Value> = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l.trim()).ok());
     let mut figures = PythonFigures {
         cpu_seconds: after.cpu_since(&before),
         peak_rss_mib: usage::mib(after.max_rss_kib),
         ..PythonFigures::default()
     };
     match report {
-        Some(r) => {
+        Ok(r) => {
             let num = |k: &str| r.get(k).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
             figures.events = num("events") as u64;
             figures.seconds = num("seconds");
@@ -113,15 +74,49 @@ pub async fn run(scratch: &Scratch, args: &RunArgs) -> PythonFigures {
                 .unwrap_or(false);
             figures.error = r.get("error").and_then(|e| e.as_str()).map(str::to_string);
         }
-        None => {
-            let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
-            figures.error = Some(format!(
-                "exited with {} after {:.1} s and no report: {}",
-                output.status,
-                started.elapsed().as_secs_f64(),
-                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-            ));
-        }
+        Err(e) => figures.error = Some(e),
     }
     figures
+}
+
+/// Run a Python child that prints its report as a JSON line last: that report, or why there is
+/// none (it could not start, did not stop within `within` and was killed, or printed none — with
+/// the end of its stderr).
+pub async fn run_reporting(
+    mut cmd: tokio::process::Command,
+    what: &str,
+    within: Duration,
+) -> Result<serde_json::Value, String> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let started = Instant::now();
+    let child = cmd.spawn().map_err(|e| {
+        format!(
+            "cannot start {} (run tools/bench/python/setup.sh first): {e}",
+            cmd.as_std().get_program().to_string_lossy()
+        )
+    })?;
+    let output = match tokio::time::timeout(within, child.wait_with_output()).await {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => return Err(format!("waiting for {what}: {e}")),
+        Err(_) => return Err(format!("{what} did not stop within {within:?} and was killed")),
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if let Some(report) = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l.trim()).ok())
+    {
+        return Ok(report);
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
+    Err(format!(
+        "exited with {} after {:.1} s and no report: {}",
+        output.status,
+        started.elapsed().as_secs_f64(),
+        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    ))
 }
