@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # test.sh — ConScope's full test run, also on a fresh machine: install what is missing (Tansu,
-# PostgreSQL 15, Chromium for the dashboard browser test), check formatting (`cargo fmt --all --check`)
-# and lints (`cargo clippy -D warnings`), start the local broker and Postgres, then run every test
-# target against them.
+# PostgreSQL 15, Python confluent-kafka for the codec tests, Chromium for the dashboard browser
+# test), check formatting (`cargo fmt --all --check`) and lints (`cargo clippy -D warnings`), start
+# the local broker and Postgres, then run every test target against them.
 #
 # Usage: scripts/test.sh [extra arguments for `cargo test`]
 #   CONSCOPE_BROWSER_TESTS=0  skip the dashboard browser test (default 1: install Chromium and run it)
@@ -49,6 +49,18 @@ ensure_postgres() {
   bash "$INFRA" install postgres
 }
 
+# Python confluent-kafka (librdkafka) is the outside Kafka client of the codec tests (and the
+# benchmark's ceiling); it lives in the venv tools/bench/python/setup.sh makes.
+ensure_python_clients() {
+  if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    printf 'python3-venv: installing with apt-get\n'
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv
+  fi
+  bash "$ROOT/tools/bench/python/setup.sh"
+  export CONSCOPE_PYTHON="$ROOT/tools/bench/python/.venv/bin/python"
+}
+
 ensure_chromium() {
   local bin
   for bin in chromium chromium-browser google-chrome; do
@@ -90,6 +102,7 @@ disk_check
 ensure_rust
 ensure_tansu
 ensure_postgres
+ensure_python_clients
 # The browser test runs by default (and then must run); 0 skips it.
 export CONSCOPE_BROWSER_TESTS="${CONSCOPE_BROWSER_TESTS:-1}"
 if [[ $CONSCOPE_BROWSER_TESTS == 1 ]]; then

@@ -38,7 +38,7 @@ pub struct PipelineConfig {
 impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
-            ingest_channel_capacity: 16,
+            ingest_channel_capacity: 4,
             persist_channel_capacity: 4,
             publish_channel_capacity: 4,
             batch_max_records: 5_000,

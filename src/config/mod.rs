@@ -251,6 +251,30 @@ pub enum OffsetReset {
     Earliest,
 }
 
+/// The compression of the record batches ConScope produces (every Kafka codec reads back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProduceCompression {
+    None,
+    Gzip,
+    Lz4,
+    Snappy,
+    Zstd,
+}
+
+impl ProduceCompression {
+    pub fn rskafka(self) -> rskafka::client::partition::Compression {
+        use rskafka::client::partition::Compression as C;
+        match self {
+            Self::None => C::NoCompression,
+            Self::Gzip => C::Gzip,
+            Self::Lz4 => C::Lz4,
+            Self::Snappy => C::Snappy,
+            Self::Zstd => C::Zstd,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
@@ -263,6 +287,7 @@ pub struct KafkaConfig {
     /// How long the broker may hold a fetch waiting for data, in milliseconds. Keep small (10–50).
     pub fetch_max_wait_ms: i32,
     /// Cap on the bytes one fetch returns per partition, which bounds memory with a backlog.
+    /// Tansu answers at most about 5 MiB per partition and request whatever is asked for.
     pub fetch_max_bytes: i32,
     /// A record bigger than `fetch_max_bytes` is fetched alone with up to this many bytes; one
     /// bigger still is sent to the DLQ as unreadable (its offset still advances).
@@ -271,6 +296,12 @@ pub struct KafkaConfig {
     /// Upper bound on one produce request's records (Kafka's default `message.max.bytes` is
     /// 1 MiB): larger sends are split into several requests.
     pub max_request_bytes: usize,
+    /// How produced record batches are compressed (processed_prices, price_alerts, the DLQ,
+    /// system_metrics and the sources' raw_prices). `none` by default: Tansu 0.6.0 stores
+    /// records one by one and compresses every fetch answer again, which on a topic of 200k
+    /// compressed records takes longer than `request_timeout`, and it has no snappy encoder, so
+    /// no client can fetch a snappy batch from it (docs/benchmarks.md). Any codec suits Kafka.
+    pub compression: ProduceCompression,
     /// A DLQ record keeps at most this many bytes of the refused key and value; the original
     /// sizes go in the headers `original_key_bytes` / `original_value_bytes`.
     pub dlq_max_value_bytes: usize,
@@ -289,10 +320,11 @@ impl Default for KafkaConfig {
             client_id: "conscope".into(),
             request_timeout: Duration::from_secs(10),
             fetch_max_wait_ms: 20,
-            fetch_max_bytes: 1024 * 1024,
+            fetch_max_bytes: 5 * 1024 * 1024,
             fetch_max_record_bytes: 16 * 1024 * 1024,
             offset_out_of_range: OffsetReset::Fail,
             max_request_bytes: 1024 * 1024,
+            compression: ProduceCompression::None,
             dlq_max_value_bytes: 64 * 1024,
             partition_poll_interval: Duration::from_secs(120),
             backoff: BackoffConfig::default(),
@@ -513,6 +545,17 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("kafka"), "{text}");
         assert!(text.contains("brokerz"), "{text}");
+    }
+
+    #[test]
+    fn compression_takes_the_kafka_codec_names() {
+        let config = Config::from_toml_str("[kafka]\ncompression = \"lz4\"\n", "t", Vec::new()).expect("lz4");
+        assert_eq!(config.kafka.compression, ProduceCompression::Lz4);
+        let err = Config::from_toml_str("[kafka]\ncompression = \"brotli\"\n", "t", Vec::new())
+            .expect_err("not a Kafka codec");
+        let text = err.to_string();
+        assert!(text.starts_with("kafka.compression"), "{text}");
+        assert!(text.contains("brotli") && text.contains("zstd"), "{text}");
     }
 
     #[test]

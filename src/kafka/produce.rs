@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use rskafka::client::Client;
-use rskafka::client::partition::{Compression, PartitionClient};
+use rskafka::client::partition::PartitionClient;
 use rskafka::record::Record;
 
 use std::sync::Arc;
@@ -46,9 +46,10 @@ pub async fn produce_with(
     cfg: &KafkaConfig,
     backoff: &mut Backoff,
 ) -> Result<(), KafkaError> {
+    let compression = cfg.compression.rskafka();
     for request in split_requests(records, cfg.max_request_bytes) {
         let call = || async {
-            let call = pc.produce(request.clone(), Compression::NoCompression);
+            let call = pc.produce(request.clone(), compression);
             match tokio::time::timeout(cfg.request_timeout, call).await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(source)) => Err(KafkaError::Partition {

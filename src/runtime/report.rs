@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use rskafka::client::partition::Compression;
 use rskafka::record::Record;
 use tokio_util::sync::CancellationToken;
 
@@ -83,7 +82,7 @@ pub async fn run(app: App, cancel: CancellationToken) -> Result<(), super::super
                 headers: Default::default(),
                 timestamp: chrono::Utc::now(),
             };
-            pc.produce(vec![record], Compression::NoCompression)
+            pc.produce(vec![record], cfg.kafka.compression.rskafka())
                 .await
                 .map_err(|source| kafka::KafkaError::Admin {
                     operation: "produce metrics",

@@ -484,16 +484,29 @@ impl Drop for PrivatePg {
 pub struct PrivateBroker {
     pub dir: PathBuf,
     pub port: u16,
+    storage: &'static str,
     child: Option<Child>,
 }
 
 impl PrivateBroker {
+    /// SQLite storage, as `scripts/local-infra.sh` runs it: it survives `pause`/`resume`.
     pub fn start() -> Result<Self> {
+        Self::with_storage("sqlite://tansu.db")
+    }
+
+    /// In-memory storage, which keeps each batch as its producer compressed it (the codec
+    /// tests); `pause` loses its records.
+    pub fn in_memory() -> Result<Self> {
+        Self::with_storage("memory://tansu/")
+    }
+
+    fn with_storage(storage: &'static str) -> Result<Self> {
         let dir = std::env::temp_dir().join(unique("conscope_broker"));
         std::fs::create_dir_all(&dir)?;
         let mut b = Self {
             dir,
             port: free_port(),
+            storage,
             child: None,
         };
         b.resume()?;
@@ -520,7 +533,7 @@ impl PrivateBroker {
                 "--advertised-listener-url",
                 &url,
             ])
-            .args(["--storage-engine", "sqlite://tansu.db"])
+            .args(["--storage-engine", self.storage])
             .current_dir(&self.dir)
             .stdout(Stdio::null())
             .stderr(log)

@@ -6,6 +6,7 @@ mod harness;
 
 mod alerting;
 mod bench;
+mod codecs;
 mod engine;
 mod foundation;
 mod kills;

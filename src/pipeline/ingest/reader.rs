@@ -3,8 +3,13 @@
 //! ```text
 //!  PartitionReader::read(next, ≤ fetch_max_bytes) ──► parse each record
 //!        ▲                                              │ bad → DLQ (acknowledged first)
-//!        └── next = last offset + 1 ◄── send IngestBatch ◄─┘ good
+//!        └── next = last offset + 1                     ▼ good
+//!            (in flight while the batch is handed on)  send IngestBatch (waits for room)
 //! ```
+//!
+//! One fetch is in flight while the previous batch is parsed and handed on; the next starts
+//! only when both are done, so a partition holds at most two fetched batches and a full
+//! channel stops its fetches.
 //!
 //! The reader bounds every Kafka call by `request_timeout` and retries failures with the Kafka
 //! backoff, rebuilding the partition client. By default the backoff has no deadline: a broker
@@ -27,7 +32,7 @@ use crate::config::{KafkaConfig, OffsetReset};
 use crate::kafka::KafkaError;
 use crate::kafka::dlq::{Dlq, DlqRecord};
 use crate::kafka::reader::{OutOfRange, PartitionReader, Read, ReadError, Start};
-use crate::metrics::{Metrics, channel};
+use crate::metrics::{Metrics, PartitionProgress, channel};
 use crate::pipeline::messages::{InRecord, IngestBatch};
 
 #[derive(Debug, thiserror::Error)]
@@ -74,72 +79,120 @@ pub async fn run_partition(
         "ingest started"
     );
     let mut parser = Parser::with_max_future_skew(ctx.max_future_skew);
+    let mut handed = reader.next_offset();
     // Cancellation ends the read at once; nothing fetched is lost, it simply was not committed
     // and is read again after restart.
-    while let Some(read) = reader.read().await? {
-        let batch = match read {
-            Read::Records(batch) => batch,
-            Read::Unreadable { offset, limit } => {
-                unreadable(&ctx, partition, offset, limit).await?;
-                continue;
+    let Some(mut read) = reader.read().await? else {
+        stopped(&topic, partition, handed);
+        return Ok(());
+    };
+    loop {
+        // The next fetch is in flight while this batch is parsed and handed on, so the
+        // broker's time per request overlaps detect's; while the hand-on waits for room in
+        // the channel the fetched batch waits too, and no further fetch starts.
+        let next = reader.read();
+        let hand = hand_on(&ctx, &mut parser, &progress, partition, read, &cancel);
+        tokio::pin!(next, hand);
+        let mut fetched = None;
+        let flow = loop {
+            tokio::select! {
+                read = &mut next, if fetched.is_none() => fetched = Some(read?),
+                flow = &mut hand => break flow?,
             }
         };
-        progress.high_watermark.store(batch.high_watermark, Relaxed);
-        if batch.records.is_empty() {
-            continue;
-        }
-        let fetched_at = Instant::now();
-        let mut good = Vec::with_capacity(batch.records.len());
-        let mut bad = Vec::new();
-        for r in batch.records {
-            let value = r.record.value.as_deref().unwrap_or_default();
-            ctx.metrics.counters.ingest_bytes.inc_by(value.len() as u64);
-            match parser.parse(value) {
-                Ok(event) => good.push(InRecord {
-                    partition,
-                    offset: r.offset,
-                    kafka_ts: r.record.timestamp,
-                    event,
-                }),
-                Err(e) => bad.push(DlqRecord {
-                    key: r.record.key,
-                    value: r.record.value,
-                    error: e.to_string(),
-                    source_partition: partition,
-                    source_offset: r.offset,
-                    timestamp: r.record.timestamp,
-                }),
-            }
-        }
-        ctx.metrics
-            .counters
-            .ingest_records
-            .inc_by((good.len() + bad.len()) as u64);
-        if !bad.is_empty() {
-            tracing::debug!(topic, partition, count = bad.len(), "records sent to the DLQ");
-            ctx.dlq.send(bad).await?;
-        }
-        let batch = IngestBatch {
-            partition,
-            records: good,
-            next_offset: batch.next_offset,
-            fetched_at,
+        let Flow::Handed(to) = flow else { break };
+        handed = handed.max(to);
+        let fetched = match fetched {
+            Some(read) => read,
+            None => next.await?,
         };
-        // Blocks while detect is behind: this is where backpressure stops the fetch loop.
-        tokio::select! {
-            biased;
-            () = cancel.cancelled() => break,
-            sent = ctx.tx.send(batch) => if sent.is_err() { break },
+        match fetched {
+            Some(r) => read = r,
+            None => break,
         }
-        ctx.metrics.record_channel(channel::INGEST_TO_DETECT, &ctx.tx);
     }
-    tracing::info!(
-        topic,
-        partition,
-        next_offset = reader.next_offset(),
-        "ingest stopped"
-    );
+    stopped(&topic, partition, handed);
     Ok(())
+}
+
+fn stopped(topic: &str, partition: i32, next_offset: i64) {
+    tracing::info!(topic, partition, next_offset, "ingest stopped");
+}
+
+/// What handing one read on came to.
+enum Flow {
+    /// Handed on (or nothing to hand on); the next offset after it.
+    Handed(i64),
+    /// Cancelled, or detect is gone: stop reading.
+    Stop,
+}
+
+/// Parse one read's records, send the bad ones to the DLQ and the good ones to detect.
+async fn hand_on(
+    ctx: &ReaderContext,
+    parser: &mut Parser,
+    progress: &PartitionProgress,
+    partition: i32,
+    read: Read,
+    cancel: &CancellationToken,
+) -> Result<Flow, IngestError> {
+    let batch = match read {
+        Read::Records(batch) => batch,
+        Read::Unreadable { offset, limit } => {
+            unreadable(ctx, partition, offset, limit).await?;
+            return Ok(Flow::Handed(offset + 1));
+        }
+    };
+    progress.high_watermark.store(batch.high_watermark, Relaxed);
+    if batch.records.is_empty() {
+        return Ok(Flow::Handed(batch.next_offset));
+    }
+    let fetched_at = Instant::now();
+    let mut good = Vec::with_capacity(batch.records.len());
+    let mut bad = Vec::new();
+    for r in batch.records {
+        let value = r.record.value.as_deref().unwrap_or_default();
+        ctx.metrics.counters.ingest_bytes.inc_by(value.len() as u64);
+        match parser.parse(value) {
+            Ok(event) => good.push(InRecord {
+                partition,
+                offset: r.offset,
+                kafka_ts: r.record.timestamp,
+                event,
+            }),
+            Err(e) => bad.push(DlqRecord {
+                key: r.record.key,
+                value: r.record.value,
+                error: e.to_string(),
+                source_partition: partition,
+                source_offset: r.offset,
+                timestamp: r.record.timestamp,
+            }),
+        }
+    }
+    ctx.metrics
+        .counters
+        .ingest_records
+        .inc_by((good.len() + bad.len()) as u64);
+    if !bad.is_empty() {
+        tracing::debug!(partition, count = bad.len(), "records sent to the DLQ");
+        ctx.dlq.send(bad).await?;
+    }
+    let next_offset = batch.next_offset;
+    let batch = IngestBatch {
+        partition,
+        records: good,
+        next_offset,
+        fetched_at,
+    };
+    // Blocks while detect is behind: this is where backpressure stops the fetch loop.
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => return Ok(Flow::Stop),
+        sent = ctx.tx.send(batch) => if sent.is_err() { return Ok(Flow::Stop) },
+    }
+    ctx.metrics.record_channel(channel::INGEST_TO_DETECT, &ctx.tx);
+    Ok(Flow::Handed(next_offset))
 }
 
 /// The shared reader as ingest runs it: tracked by the Kafka outage, every failure counted in

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # setup.sh — the Python side of the load benchmark: a virtualenv under tools/bench/python/.venv with
 # kafka-python and psycopg2 for tools/bench/python/first_conscope_consumer.py (the first ConScope's
-# per-event consumer, run beside ConScope by `conscope-bench --with-python`).
+# per-event consumer, run beside ConScope by `conscope-bench --with-python`), confluent-kafka for the
+# librdkafka ceiling of the benchmark and for the codec tests (tests/it/codecs.rs; scripts/test.sh
+# runs this script).
 #
 # Usage: tools/bench/python/setup.sh          (idempotent: an existing venv with both packages is kept)
 #   PYTHON=python3.11 tools/bench/python/setup.sh   to pick the interpreter
